@@ -33,6 +33,12 @@ pub enum ProposeError {
     /// The membership change is not allowed from the current configuration.
     #[error("invalid membership change: {0}")]
     InvalidConfChange(String),
+    /// Too many reads are waiting for a heartbeat quorum.
+    #[error("{limit} reads already pending; retry shortly")]
+    TooManyPendingReads {
+        /// The most reads that may wait at once.
+        limit: usize,
+    },
     /// The batch was empty.
     #[error("empty proposal batch")]
     EmptyBatch,
