@@ -444,7 +444,12 @@ impl<S: Storage> Raft<S> {
                 }
             }
             // A transfer that did not finish within an election timeout is abandoned.
-            self.lead_transferee = NO_NODE;
+            // Its target may have won votes that ignored our lease, so the lease starts
+            // over from heartbeats sent after this point.
+            if self.lead_transferee != NO_NODE {
+                self.lead_transferee = NO_NODE;
+                self.heartbeat_ack_ticks.clear();
+            }
         }
         if self.role != Role::Leader {
             return;
@@ -859,8 +864,14 @@ impl<S: Storage> Raft<S> {
                 matches!(message.kind, MessageKind::RequestVote | MessageKind::RequestPreVote);
             if is_vote_request {
                 let force = message.context.as_ref() == CAMPAIGN_TRANSFER;
+                // Under lease reads, a node that restarted may have acknowledged a
+                // leader's heartbeat just before it crashed: it keeps that promise for
+                // one election timeout after starting.
+                let just_started = self.config.read_only == ReadOnlyOption::LeaseBased
+                    && self.term > 0
+                    && self.now_ticks < self.config.election_timeout_ticks as u64;
                 let in_lease = self.config.check_quorum
-                    && self.leader != NO_NODE
+                    && (self.leader != NO_NODE || just_started)
                     && self.election_elapsed < self.config.election_timeout_ticks;
                 if !force && in_lease {
                     // Thesis §4.2.3: while we hear from a leader, ignore vote requests,
@@ -1318,3 +1329,7 @@ mod planted {
     #[cfg(not(feature = "planted-bugs"))]
     pub fn lease_without_check_quorum() {}
 }
+
+#[cfg(test)]
+#[path = "raft_tests.rs"]
+mod tests;
