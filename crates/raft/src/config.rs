@@ -14,8 +14,8 @@ pub enum ReadOnlyOption {
     LeaseBased,
 }
 
-/// Deliberately wrong behaviour, planted to show a checker catches it.
-#[cfg(feature = "planted-bugs")]
+/// Deliberately wrong behaviour, planted to show a checker catches it. Only the
+/// `planted-bugs` feature can switch one on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PlantedBug {
     /// Commit by counting replicas of an entry from an earlier term (breaks §5.4.2,
@@ -148,9 +148,15 @@ impl Config {
     }
 
     /// True when `bug` is planted. Always false without the `planted-bugs` feature.
-    #[cfg(feature = "planted-bugs")]
+    #[inline(always)]
     pub(crate) fn has_bug(&self, bug: PlantedBug) -> bool {
-        self.planted_bug == Some(bug)
+        #[cfg(feature = "planted-bugs")]
+        return self.planted_bug == Some(bug);
+        #[cfg(not(feature = "planted-bugs"))]
+        {
+            let _ = bug;
+            false
+        }
     }
 }
 

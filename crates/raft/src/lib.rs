@@ -15,9 +15,7 @@ pub mod tracker;
 pub mod types;
 
 pub use conf_change::{ConfChange, ConfChangeKind, ConfChangeSingle, ConfChangeTransition};
-#[cfg(feature = "planted-bugs")]
-pub use config::PlantedBug;
-pub use config::{Config, ReadOnlyOption};
+pub use config::{Config, PlantedBug, ReadOnlyOption};
 pub use errors::{Error, ProposeError, StorageError};
 pub use raft::LogPosition;
 pub use raw_node::{ProgressStatus, RawNode, Ready, Status};

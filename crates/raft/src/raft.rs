@@ -21,7 +21,6 @@ use crate::types::{
     SnapshotChunk, SnapshotMetadata, Term, NO_NODE,
 };
 
-#[cfg(feature = "planted-bugs")]
 use crate::config::PlantedBug;
 
 /// Context marking a vote request as part of a leadership transfer: voters grant it
@@ -191,15 +190,9 @@ impl<S: Storage> Raft<S> {
         Ok(raft)
     }
 
-    #[cfg(feature = "planted-bugs")]
+    #[inline(always)]
     fn has_bug(&self, bug: PlantedBug) -> bool {
         self.config.has_bug(bug)
-    }
-
-    #[cfg(not(feature = "planted-bugs"))]
-    #[inline(always)]
-    fn has_bug<T>(&self, _bug: T) -> bool {
-        false
     }
 
     /// True when this node may campaign: it is a voter in the current configuration.
@@ -681,7 +674,7 @@ impl<S: Storage> Raft<S> {
         if quorum_index <= self.log.committed() || quorum_index == Index::MAX {
             return false;
         }
-        if self.has_bug(planted::commit_old_term()) {
+        if self.has_bug(PlantedBug::CommitOldTermByCount) {
             let last = quorum_index.min(self.log.last_index());
             self.log.commit_to(last);
             self.release_reads_awaiting_commit();
@@ -798,7 +791,7 @@ impl<S: Storage> Raft<S> {
         }
         if self.config.read_only == ReadOnlyOption::LeaseBased
             && self.lead_transferee == NO_NODE
-            && (self.lease_valid() || self.has_bug(planted::lease_without_check_quorum()))
+            && (self.lease_valid() || self.has_bug(PlantedBug::LeaseReadWithoutCheckQuorum))
         {
             self.respond_to_read(index, context, from);
             return;
@@ -925,7 +918,7 @@ impl<S: Storage> Raft<S> {
             || (self.vote == NO_NODE && self.leader == NO_NODE)
             || (pre_vote && request.term > self.term);
         let up_to_date = self.log.is_up_to_date(request.index, request.log_term)
-            || self.has_bug(planted::vote_without_log_check());
+            || self.has_bug(PlantedBug::VoteWithoutLogCheck);
         let response_kind =
             if pre_vote { MessageKind::RequestPreVoteResponse } else { MessageKind::RequestVoteResponse };
         if can_vote && up_to_date {
@@ -1303,31 +1296,6 @@ impl<S: Storage> Raft<S> {
             self.randomized_election_timeout_ticks
         );
     }
-}
-
-/// Names of the planted bugs, usable whether or not the feature is on.
-mod planted {
-    #[cfg(feature = "planted-bugs")]
-    use crate::config::PlantedBug;
-
-    #[cfg(feature = "planted-bugs")]
-    pub fn commit_old_term() -> PlantedBug {
-        PlantedBug::CommitOldTermByCount
-    }
-    #[cfg(feature = "planted-bugs")]
-    pub fn vote_without_log_check() -> PlantedBug {
-        PlantedBug::VoteWithoutLogCheck
-    }
-    #[cfg(feature = "planted-bugs")]
-    pub fn lease_without_check_quorum() -> PlantedBug {
-        PlantedBug::LeaseReadWithoutCheckQuorum
-    }
-    #[cfg(not(feature = "planted-bugs"))]
-    pub fn commit_old_term() {}
-    #[cfg(not(feature = "planted-bugs"))]
-    pub fn vote_without_log_check() {}
-    #[cfg(not(feature = "planted-bugs"))]
-    pub fn lease_without_check_quorum() {}
 }
 
 #[cfg(test)]

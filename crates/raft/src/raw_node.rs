@@ -217,7 +217,6 @@ impl<S: Storage> RawNode<S> {
         if hard_state != self.previous_hard_state {
             #[allow(unused_mut)]
             let mut persisted = hard_state;
-            #[cfg(feature = "planted-bugs")]
             if raft.config.has_bug(crate::config::PlantedBug::ForgetVote) {
                 persisted.vote = self.previous_hard_state.vote;
                 if persisted.term != self.previous_hard_state.term {
