@@ -114,6 +114,15 @@ impl Inflights {
         self.count
     }
 
+    /// Frees the oldest append in flight, if any. A leader does this when a
+    /// heartbeat answer shows the follower alive while the window is full: the
+    /// appends may have been lost, and one more send provokes a reply that resolves it.
+    pub fn free_first_one(&mut self) {
+        if let Some(oldest) = (self.count > 0).then(|| self.buffer[self.start]) {
+            self.free_le(oldest.last_index);
+        }
+    }
+
     /// Forgets everything in flight.
     pub fn reset(&mut self) {
         self.start = 0;

@@ -519,13 +519,6 @@ impl<S: Storage> Raft<S> {
     pub fn apply_conf_change(&mut self, change: &ConfChange) -> Result<ConfState, String> {
         let next_index = self.log.last_index() + 1;
         let conf_state = self.tracker.apply_conf_change(change, next_index)?;
-        let id = self.id;
-        if let Some(progress) = self.tracker.progress.get_mut(&id) {
-            // Our own progress, if freshly created, tracks what we have persisted.
-            if progress.matched == 0 {
-                progress.matched = self.log.persisted();
-            }
-        }
         if self.role == Role::Leader {
             if !self.tracker.is_voter(self.id) {
                 // Removed or demoted: step down so the remaining voters elect a leader.
@@ -1030,6 +1023,11 @@ impl<S: Storage> Raft<S> {
         let progress = self.tracker.progress.get_mut(&from).expect("checked by caller");
         progress.recent_active = true;
         progress.probe_sent = false;
+        if progress.state == ProgressState::Replicate && progress.inflights.full() {
+            // The follower is alive but the window is full: appends may have been
+            // lost. Free one slot so the next append can provoke a reply.
+            progress.inflights.free_first_one();
+        }
         let behind = progress.matched < self.log.last_index();
         let in_snapshot = progress.state == ProgressState::Snapshot;
         let acked_tick = self.heartbeat_ack_ticks.entry(from).or_insert(0);
@@ -1038,7 +1036,9 @@ impl<S: Storage> Raft<S> {
             // Resend the chunk the follower is waiting for, in case it was lost.
             self.send_snapshot_chunk(from);
         } else if behind {
-            self.maybe_send_append(from, false);
+            // Send even if empty: the appends in flight may all have been lost, and an
+            // empty append at next_index - 1 provokes the rejection that repairs it.
+            self.maybe_send_append(from, true);
         }
         if response.context.is_empty() {
             return;

@@ -109,7 +109,10 @@ impl Network {
                 if node.has_ready() {
                     let ready = handle_ready(node);
                     self.applied.entry(id).or_default().extend(
-                        ready.committed_entries.into_iter().filter(|e| !e.data.is_empty()),
+                        ready
+                            .committed_entries
+                            .into_iter()
+                            .filter(|e| e.kind == EntryKind::Normal && !e.data.is_empty()),
                     );
                     messages.extend(ready.messages);
                     messages.extend(ready.persisted_messages);
@@ -374,6 +377,10 @@ fn batch_is_one_append() {
     let ready = handle_ready(net.node(1));
     assert_eq!(ready.messages.len(), 2);
     assert!(ready.messages.iter().all(|m| m.entries.len() == 3));
+    for append in ready.messages {
+        let to = append.to;
+        net.node(to).step(append).unwrap();
+    }
     net.settle();
     assert_eq!(net.applied_data(3), vec![Bytes::from_static(b"a"), Bytes::from_static(b"b"), Bytes::from_static(b"c")]);
 }
@@ -416,11 +423,16 @@ fn follower_rejects_gap_and_truncates_conflict() {
 #[test]
 fn leader_backtracks_a_term_at_a_time() {
     let mut net = Network::new(&[1, 2, 3], |_| {});
-    // Node 3's log: 50 entries of term 1 (never committed); others: empty.
+    // Node 3's log: 50 entries of term 1 (never committed); nodes 1 and 2 are empty
+    // and have seen term 1.
     let stale: Vec<Entry> = (1..=50).map(|i| entry(i, 1, b"s")).collect();
     let storage = storage_with(&[1, 2, 3], &stale, HardState { term: 1, vote: 0, commit: 0 });
     net.nodes.insert(3, RawNode::new(&config(3), storage).unwrap());
-    // Node 1 wins with node 2's vote at term 2 (node 3 refuses: its log is longer).
+    for id in [1, 2] {
+        let storage = storage_with(&[1, 2, 3], &[], HardState { term: 1, vote: 0, commit: 0 });
+        net.nodes.insert(id, RawNode::new(&config(id), storage).unwrap());
+    }
+    // Node 1 wins term 2 with node 2's vote (node 3, cut off, would refuse).
     net.cut.insert((1, 3));
     net.elect(1);
     for i in 0..20 {
@@ -433,7 +445,7 @@ fn leader_backtracks_a_term_at_a_time() {
     let rejections = net.delivered.iter().filter(|m| m.from == 3 && m.reject).count();
     assert!(rejections <= 3, "took {rejections} rejected round trips");
     assert_eq!(net.node(3).status().last_index, net.node(1).status().last_index);
-    assert_eq!(net.node(3).storage().term(50).unwrap(), 2);
+    assert_eq!(net.node(3).storage().term(21).unwrap(), 2, "the stale tail was replaced");
 }
 
 /// Raft paper §5.4.2 (Figure 8): a leader never commits an entry of an earlier term by
@@ -497,6 +509,9 @@ fn pipelining_is_bounded_by_inflight_window() {
     assert_eq!(appends.len(), 3, "window of 3 messages");
     let status = net.node(1).status();
     assert_eq!(status.progress[&2].state, ProgressState::Replicate);
+    for append in ready.messages {
+        net.node(2).step(append).unwrap();
+    }
     net.settle();
     assert_eq!(net.applied_data(2).len(), 10);
 }
@@ -783,12 +798,20 @@ fn lease_read_answers_at_once_only_within_lease() {
     net.node(1).read_index(Bytes::from_static(b"lease")).unwrap();
     let ready = handle_ready(net.node(1));
     assert_eq!(ready.read_states.len(), 1, "answered within the lease");
+    // The quorum last acknowledged the heartbeat sent at tick 1: the lease lasts until
+    // tick 1 + ELECTION. At tick ELECTION it still holds.
     net.isolate(1);
     for _ in 0..ELECTION - 1 {
         net.node(1).tick();
         handle_ready(net.node(1));
     }
+    net.node(1).read_index(Bytes::from_static(b"still")).unwrap();
+    assert_eq!(handle_ready(net.node(1)).read_states.len(), 1, "lease holds until it runs out");
+    net.node(1).tick();
+    handle_ready(net.node(1));
+    assert_eq!(net.node(1).role(), Role::Leader, "check-quorum has not yet fired");
     net.node(1).read_index(Bytes::from_static(b"late")).unwrap();
     let ready = handle_ready(net.node(1));
     assert!(ready.read_states.is_empty(), "the lease has run out");
+    assert!(ready.messages.iter().any(|m| m.kind == MessageKind::Heartbeat && m.context.as_ref() == b"late"));
 }
