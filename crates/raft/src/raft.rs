@@ -854,7 +854,7 @@ impl<S: Storage> Raft<S> {
                 // leader's heartbeat just before it crashed: it keeps that promise for
                 // one election timeout after starting.
                 let just_started = self.config.read_only == ReadOnlyOption::LeaseBased
-                    && self.term > 0
+                    && self.term > crate::storage::BOOTSTRAP_TERM
                     && self.now_ticks < self.config.election_timeout_ticks as u64;
                 let in_lease = self.config.check_quorum
                     && (self.leader != NO_NODE || just_started)
@@ -1253,21 +1253,15 @@ impl<S: Storage> Raft<S> {
         if metadata.index <= self.log.committed() {
             return false;
         }
-        let conf_state = &metadata.conf_state;
-        let member = conf_state.voters.contains(&self.id)
-            || conf_state.learners.contains(&self.id)
-            || conf_state.voters_outgoing.contains(&self.id);
-        if !member {
-            // A snapshot whose config leaves us out: never install it (we would become a
-            // node that is not a member yet holds the log).
-            return false;
-        }
+        // The snapshot's configuration may not include us yet: a node being added is
+        // sent the latest snapshot, which can predate the change that adds it; it then
+        // replays that change from the log like everyone else.
         if self.log.match_term(metadata.index, metadata.term) {
             // We already have the entry: just commit up to it.
             self.log.commit_to(metadata.index);
             return false;
         }
-        let conf_state = conf_state.clone();
+        let conf_state = metadata.conf_state.clone();
         self.log.restore(snapshot);
         self.tracker.restore(&conf_state, self.log.last_index() + 1);
         true

@@ -18,6 +18,10 @@ use crate::types::{
 /// Election timeout of the test configs, in ticks.
 const ELECTION: u32 = 10;
 
+/// The hard state of a freshly bootstrapped node: the bootstrap snapshot at index 1,
+/// term 1 is committed.
+const BOOT: HardState = HardState { term: 1, vote: NO_NODE, commit: 1 };
+
 fn config(id: NodeId) -> Config {
     Config {
         election_timeout_ticks: ELECTION,
@@ -40,7 +44,7 @@ fn storage_with(voters: &[NodeId], entries: &[Entry], hard_state: HardState) -> 
 }
 
 fn node(id: NodeId, voters: &[NodeId]) -> RawNode<MemStorage> {
-    RawNode::new(&config(id), storage_with(voters, &[], HardState::default())).unwrap()
+    RawNode::new(&config(id), storage_with(voters, &[], BOOT)).unwrap()
 }
 
 /// Runs one driver round per the contract; returns the Ready for inspection.
@@ -90,7 +94,7 @@ impl Network {
             .map(|&id| {
                 let mut config = config(id);
                 tweak(&mut config);
-                let storage = storage_with(ids, &[], HardState::default());
+                let storage = storage_with(ids, &[], BOOT);
                 (id, RawNode::new(&config, storage).unwrap())
             })
             .collect();
@@ -178,16 +182,16 @@ fn election_timeout_starts_candidacy() {
         n.tick();
     }
     assert_eq!(n.role(), Role::Candidate);
-    assert_eq!(n.term(), 1);
+    assert_eq!(n.term(), 2);
     let ready = handle_ready(&mut n);
-    assert_eq!(ready.hard_state, Some(HardState { term: 1, vote: 1, commit: 0 }));
+    assert_eq!(ready.hard_state, Some(HardState { term: 2, vote: 1, commit: 1 }));
     assert!(ready.messages.is_empty(), "vote requests must wait for the vote to persist");
     let requests = ready.persisted_messages;
     assert_eq!(
         kinds(&requests),
-        vec![(MessageKind::RequestVote, 2, 1), (MessageKind::RequestVote, 3, 1)]
+        vec![(MessageKind::RequestVote, 2, 2), (MessageKind::RequestVote, 3, 2)]
     );
-    assert!(requests.iter().all(|m| m.index == 0 && m.log_term == 0));
+    assert!(requests.iter().all(|m| m.index == 1 && m.log_term == 1));
 }
 
 /// Thesis §9.6: with pre-vote, a timed-out follower asks for pre-votes for term+1
@@ -196,15 +200,15 @@ fn election_timeout_starts_candidacy() {
 fn pre_vote_does_not_change_term() {
     let mut config = config(1);
     config.pre_vote = true;
-    let mut n = RawNode::new(&config, storage_with(&[1, 2, 3], &[], HardState::default())).unwrap();
+    let mut n = RawNode::new(&config, storage_with(&[1, 2, 3], &[], BOOT)).unwrap();
     n.campaign();
     assert_eq!(n.role(), Role::PreCandidate);
-    assert_eq!(n.term(), 0);
+    assert_eq!(n.term(), 1);
     let ready = handle_ready(&mut n);
     assert_eq!(ready.hard_state, None);
     assert_eq!(
         kinds(&ready.messages),
-        vec![(MessageKind::RequestPreVote, 2, 1), (MessageKind::RequestPreVote, 3, 1)]
+        vec![(MessageKind::RequestPreVote, 2, 2), (MessageKind::RequestPreVote, 3, 2)]
     );
 }
 
@@ -212,13 +216,13 @@ fn pre_vote_does_not_change_term() {
 /// up to date (higher last term, or same last term and at least as long).
 #[test]
 fn vote_requires_up_to_date_log() {
-    let entries = [entry(1, 1, b"a"), entry(2, 2, b"b")];
+    let entries = [entry(2, 1, b"a"), entry(3, 2, b"b")];
     let cases = [
         // (candidate last index, last term, granted)
-        (2, 2, true),
         (3, 2, true),
-        (1, 3, true),
-        (1, 2, false),
+        (4, 2, true),
+        (2, 3, true),
+        (2, 2, false),
         (5, 1, false),
     ];
     for (index, log_term, granted) in cases {
@@ -241,7 +245,10 @@ fn vote_requires_up_to_date_log() {
 fn one_vote_per_term() {
     let mut n = node(1, &[1, 2, 3]);
     for (candidate, granted) in [(2, true), (3, false), (2, true)] {
-        n.step(Message::new(MessageKind::RequestVote, candidate, 1, 1)).unwrap();
+        let mut request = Message::new(MessageKind::RequestVote, candidate, 1, 2);
+        request.index = 1;
+        request.log_term = 1;
+        n.step(request).unwrap();
         let response = outbox(&mut n);
         assert_eq!(response.len(), 1);
         assert_eq!(response[0].reject, !granted, "vote for {candidate}");
@@ -256,14 +263,14 @@ fn candidate_with_majority_becomes_leader_and_appends_no_op() {
     let mut n = node(1, &[1, 2, 3]);
     n.campaign();
     handle_ready(&mut n);
-    n.step(Message::new(MessageKind::RequestVoteResponse, 2, 1, 1)).unwrap();
+    n.step(Message::new(MessageKind::RequestVoteResponse, 2, 1, 2)).unwrap();
     assert_eq!(n.role(), Role::Leader);
     let ready = handle_ready(&mut n);
-    assert_eq!(ready.entries, vec![entry(1, 1, b"")]);
-    assert_eq!(kinds(&ready.messages), vec![(MessageKind::Append, 2, 1), (MessageKind::Append, 3, 1)]);
+    assert_eq!(ready.entries, vec![entry(2, 2, b"")]);
+    assert_eq!(kinds(&ready.messages), vec![(MessageKind::Append, 2, 2), (MessageKind::Append, 3, 2)]);
     for append in &ready.messages {
-        assert_eq!((append.index, append.log_term, append.commit), (0, 0, 0));
-        assert_eq!(append.entries, vec![entry(1, 1, b"")]);
+        assert_eq!((append.index, append.log_term, append.commit), (1, 1, 1));
+        assert_eq!(append.entries, vec![entry(2, 2, b"")]);
     }
 }
 
@@ -274,12 +281,12 @@ fn candidate_rejected_by_majority_becomes_follower() {
     n.campaign();
     handle_ready(&mut n);
     for from in [2, 3] {
-        let mut rejection = Message::new(MessageKind::RequestVoteResponse, from, 1, 1);
+        let mut rejection = Message::new(MessageKind::RequestVoteResponse, from, 1, 2);
         rejection.reject = true;
         n.step(rejection).unwrap();
     }
     assert_eq!(n.role(), Role::Follower);
-    assert_eq!(n.term(), 1);
+    assert_eq!(n.term(), 2);
 }
 
 /// Raft paper §5.1: any message with a higher term makes a leader step down.
@@ -306,7 +313,7 @@ fn check_quorum_steps_down_isolated_leader() {
     net.isolate(1);
     net.tick(1, 2 * ELECTION);
     assert_eq!(net.node(1).role(), Role::Follower);
-    assert_eq!(net.node(1).term(), 1, "stepping down does not change the term");
+    assert_eq!(net.node(1).term(), 2, "stepping down does not change the term");
 }
 
 /// Thesis §4.2.3: with check-quorum, a follower that heard from its leader within the
@@ -319,7 +326,7 @@ fn follower_in_lease_ignores_vote_requests() {
     request.index = 10;
     request.log_term = 7;
     net.node(2).step(request).unwrap();
-    assert_eq!(net.node(2).term(), 1);
+    assert_eq!(net.node(2).term(), 2);
     assert!(outbox(net.node(2)).is_empty());
 }
 
@@ -353,15 +360,15 @@ fn proposal_is_appended_and_replicated() {
     let mut net = Network::new(&[1, 2, 3], |_| {});
     net.elect(1);
     let position = net.node(1).propose(Bytes::from_static(b"x")).unwrap();
-    assert_eq!((position.index, position.term), (2, 1));
+    assert_eq!((position.index, position.term), (3, 2));
     let ready = handle_ready(net.node(1));
-    assert_eq!(ready.entries, vec![entry(2, 1, b"x")]);
+    assert_eq!(ready.entries, vec![entry(3, 2, b"x")]);
     let appends: Vec<_> = ready.messages.iter().map(|m| (m.kind, m.to, m.index, m.log_term, m.commit, m.entries.clone())).collect();
     assert_eq!(
         appends,
         vec![
-            (MessageKind::Append, 2, 1, 1, 1, vec![entry(2, 1, b"x")]),
-            (MessageKind::Append, 3, 1, 1, 1, vec![entry(2, 1, b"x")]),
+            (MessageKind::Append, 2, 2, 2, 2, vec![entry(3, 2, b"x")]),
+            (MessageKind::Append, 3, 2, 2, 2, vec![entry(3, 2, b"x")]),
         ]
     );
 }
@@ -373,7 +380,7 @@ fn batch_is_one_append() {
     net.elect(1);
     let batch = [b"a", b"b", b"c"].map(|data| Bytes::from_static(data));
     let first = net.node(1).propose_batch(batch).unwrap();
-    assert_eq!(first.index, 2);
+    assert_eq!(first.index, 3);
     let ready = handle_ready(net.node(1));
     assert_eq!(ready.messages.len(), 2);
     assert!(ready.messages.iter().all(|m| m.entries.len() == 3));
@@ -390,31 +397,31 @@ fn batch_is_one_append() {
 /// suffix once the leader sends from the matching point.
 #[test]
 fn follower_rejects_gap_and_truncates_conflict() {
-    let entries = [entry(1, 1, b"a"), entry(2, 1, b"b"), entry(3, 2, b"stale")];
-    let storage = storage_with(&[1, 2, 3], &entries, HardState { term: 2, vote: 0, commit: 1 });
+    let entries = [entry(2, 1, b"a"), entry(3, 1, b"b"), entry(4, 2, b"stale")];
+    let storage = storage_with(&[1, 2, 3], &entries, HardState { term: 2, vote: 0, commit: 2 });
     let mut n = RawNode::new(&config(2), storage).unwrap();
-    // Leader of term 3 believes the follower has index 4 at term 3.
+    // Leader of term 3 believes the follower has index 5 at term 3.
     let mut append = Message::new(MessageKind::Append, 1, 2, 3);
-    append.index = 4;
+    append.index = 5;
     append.log_term = 3;
     n.step(append).unwrap();
     let response = outbox(&mut n);
     assert_eq!(response.len(), 1);
     let r = &response[0];
-    assert_eq!((r.kind, r.reject, r.index, r.reject_hint, r.log_term), (MessageKind::AppendResponse, true, 4, 3, 2));
-    // The leader's entry 3 has term 3: the follower's entry 3 (term 2) must go.
+    assert_eq!((r.kind, r.reject, r.index, r.reject_hint, r.log_term), (MessageKind::AppendResponse, true, 5, 4, 2));
+    // The leader's entry 4 has term 3: the follower's entry 4 (term 2) must go.
     let mut append = Message::new(MessageKind::Append, 1, 2, 3);
-    append.index = 2;
+    append.index = 3;
     append.log_term = 1;
-    append.entries = vec![entry(3, 3, b"new")];
-    append.commit = 3;
+    append.entries = vec![entry(4, 3, b"new")];
+    append.commit = 4;
     n.step(append).unwrap();
     let ready = handle_ready(&mut n);
-    assert_eq!(ready.entries, vec![entry(3, 3, b"new")]);
-    assert_eq!(ready.committed_entries.iter().map(|e| e.index).collect::<Vec<_>>(), vec![2, 3]);
+    assert_eq!(ready.entries, vec![entry(4, 3, b"new")]);
+    assert_eq!(ready.committed_entries.iter().map(|e| e.index).collect::<Vec<_>>(), vec![3, 4]);
     let r = &ready.persisted_messages[0];
-    assert_eq!((r.kind, r.reject, r.index), (MessageKind::AppendResponse, false, 3));
-    assert_eq!(n.storage().term(3).unwrap(), 3);
+    assert_eq!((r.kind, r.reject, r.index), (MessageKind::AppendResponse, false, 4));
+    assert_eq!(n.storage().term(4).unwrap(), 3);
 }
 
 /// Raft paper §5.3 (fast backtracking at its end): a leader whose follower holds a long
@@ -423,15 +430,11 @@ fn follower_rejects_gap_and_truncates_conflict() {
 #[test]
 fn leader_backtracks_a_term_at_a_time() {
     let mut net = Network::new(&[1, 2, 3], |_| {});
-    // Node 3's log: 50 entries of term 1 (never committed); nodes 1 and 2 are empty
-    // and have seen term 1.
-    let stale: Vec<Entry> = (1..=50).map(|i| entry(i, 1, b"s")).collect();
-    let storage = storage_with(&[1, 2, 3], &stale, HardState { term: 1, vote: 0, commit: 0 });
+    // Node 3's log: 50 entries of term 1 (never committed); nodes 1 and 2 hold only
+    // the bootstrap snapshot.
+    let stale: Vec<Entry> = (2..=51).map(|i| entry(i, 1, b"s")).collect();
+    let storage = storage_with(&[1, 2, 3], &stale, BOOT);
     net.nodes.insert(3, RawNode::new(&config(3), storage).unwrap());
-    for id in [1, 2] {
-        let storage = storage_with(&[1, 2, 3], &[], HardState { term: 1, vote: 0, commit: 0 });
-        net.nodes.insert(id, RawNode::new(&config(id), storage).unwrap());
-    }
     // Node 1 wins term 2 with node 2's vote (node 3, cut off, would refuse).
     net.cut.insert((1, 3));
     net.elect(1);
@@ -445,7 +448,7 @@ fn leader_backtracks_a_term_at_a_time() {
     let rejections = net.delivered.iter().filter(|m| m.from == 3 && m.reject).count();
     assert!(rejections <= 3, "took {rejections} rejected round trips");
     assert_eq!(net.node(3).status().last_index, net.node(1).status().last_index);
-    assert_eq!(net.node(3).storage().term(21).unwrap(), 2, "the stale tail was replaced");
+    assert_eq!(net.node(3).storage().term(22).unwrap(), 2, "the stale tail was replaced");
 }
 
 /// Raft paper §5.4.2 (Figure 8): a leader never commits an entry of an earlier term by
@@ -453,25 +456,25 @@ fn leader_backtracks_a_term_at_a_time() {
 #[test]
 fn old_term_entry_is_not_committed_by_count() {
     // Node 1 holds entry 2 from term 2 that never committed; it is now leader of term 4.
-    let entries = [entry(1, 1, b"a"), entry(2, 2, b"old")];
-    let storage = storage_with(&[1, 2, 3], &entries, HardState { term: 3, vote: 0, commit: 1 });
+    let entries = [entry(2, 1, b"a"), entry(3, 2, b"old")];
+    let storage = storage_with(&[1, 2, 3], &entries, HardState { term: 3, vote: 0, commit: 2 });
     let mut n = RawNode::new(&config(1), storage).unwrap();
     n.campaign();
     handle_ready(&mut n);
     n.step(Message::new(MessageKind::RequestVoteResponse, 2, 1, 4)).unwrap();
     assert_eq!(n.role(), Role::Leader);
-    handle_ready(&mut n); // no-op entry 3 at term 4
-    // Node 2 acknowledges only up to entry 2 (term 2): a majority holds it, yet it must
+    handle_ready(&mut n); // no-op entry 4 at term 4
+    // Node 2 acknowledges only up to entry 3 (term 2): a majority holds it, yet it must
     // not commit.
-    let mut ack = Message::new(MessageKind::AppendResponse, 2, 1, 4);
-    ack.index = 2;
-    n.step(ack).unwrap();
-    assert_eq!(n.status().commit, 1);
-    // Acknowledging the term-4 no-op commits everything up to it.
     let mut ack = Message::new(MessageKind::AppendResponse, 2, 1, 4);
     ack.index = 3;
     n.step(ack).unwrap();
-    assert_eq!(n.status().commit, 3);
+    assert_eq!(n.status().commit, 2);
+    // Acknowledging the term-4 no-op commits everything up to it.
+    let mut ack = Message::new(MessageKind::AppendResponse, 2, 1, 4);
+    ack.index = 4;
+    n.step(ack).unwrap();
+    assert_eq!(n.status().commit, 4);
 }
 
 /// Thesis §10.2.1: the leader may send entries before writing them, but counts its own
@@ -481,18 +484,19 @@ fn leader_counts_itself_only_after_persisting() {
     let mut n = node(1, &[1, 2]);
     n.campaign();
     handle_ready(&mut n);
-    n.step(Message::new(MessageKind::RequestVoteResponse, 2, 1, 1)).unwrap();
-    handle_ready(&mut n);
+    n.step(Message::new(MessageKind::RequestVoteResponse, 2, 1, 2)).unwrap();
+    handle_ready(&mut n); // the no-op (index 2) is now durable on the leader
     n.propose(Bytes::from_static(b"x")).unwrap();
     let ready = n.ready();
-    // Follower acknowledges before the leader has persisted: no quorum of 2 yet.
-    let mut ack = Message::new(MessageKind::AppendResponse, 2, 1, 1);
-    ack.index = 2;
+    // The follower acknowledges index 3 before the leader has persisted it: a quorum
+    // of 2 holds only up to the no-op.
+    let mut ack = Message::new(MessageKind::AppendResponse, 2, 1, 2);
+    ack.index = 3;
     n.step(ack).unwrap();
-    assert_eq!(n.status().commit, 1, "own copy is not durable yet");
+    assert_eq!(n.status().commit, 2, "own copy of 3 is not durable yet");
     n.storage_mut().append(&ready.entries).unwrap();
     n.advance();
-    assert_eq!(n.status().commit, 2);
+    assert_eq!(n.status().commit, 3);
 }
 
 /// Flow control: in replicate state the leader pipelines appends without waiting, up to
@@ -742,7 +746,7 @@ fn read_index_on_leader_waits_for_heartbeat_quorum() {
     let heartbeats: Vec<_> = ready.messages.iter().filter(|m| m.kind == MessageKind::Heartbeat).collect();
     assert_eq!(heartbeats.len(), 2);
     assert!(heartbeats.iter().all(|m| m.context.as_ref() == b"r1"));
-    let mut ack = Message::new(MessageKind::HeartbeatResponse, 2, 1, 1);
+    let mut ack = Message::new(MessageKind::HeartbeatResponse, 2, 1, 2);
     ack.context = Bytes::from_static(b"r1");
     net.node(1).step(ack).unwrap();
     let ready = handle_ready(net.node(1));
@@ -772,13 +776,13 @@ fn read_waits_for_leader_commit_in_its_term() {
     let mut n = node(1, &[1, 2, 3]);
     n.campaign();
     handle_ready(&mut n);
-    n.step(Message::new(MessageKind::RequestVoteResponse, 2, 1, 1)).unwrap();
+    n.step(Message::new(MessageKind::RequestVoteResponse, 2, 1, 2)).unwrap();
     handle_ready(&mut n);
     n.read_index(Bytes::from_static(b"early")).unwrap();
     let ready = handle_ready(&mut n);
     assert!(ready.messages.iter().all(|m| m.context.is_empty()), "no read round before commit");
-    let mut ack = Message::new(MessageKind::AppendResponse, 2, 1, 1);
-    ack.index = 1;
+    let mut ack = Message::new(MessageKind::AppendResponse, 2, 1, 2);
+    ack.index = 2;
     n.step(ack).unwrap();
     let ready = handle_ready(&mut n);
     let rounds = ready.messages.iter().filter(|m| m.kind == MessageKind::Heartbeat && m.context.as_ref() == b"early").count();

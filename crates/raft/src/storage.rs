@@ -106,9 +106,9 @@ pub trait LogStore: Storage {
     /// current compaction point is a no-op. `Unavailable` if `compact_index >
     /// last_index()`.
     ///
-    /// The store does not check that a snapshot covers `compact_index`: the driver must
-    /// compact only up to the index of a snapshot it created (see [`Storage`]), and only
-    /// entries it has applied.
+    /// Compacting past the latest snapshot's index is refused with `Failed`: entries no
+    /// snapshot covers would be gone, and a lagging follower could never catch up. The
+    /// driver compacts only entries it has applied and snapshotted.
     fn compact(&mut self, compact_index: Index) -> Result<(), StorageError>;
 }
 
@@ -130,6 +130,11 @@ pub(crate) fn extend_within_bytes<'a>(
     }
     true
 }
+
+/// The index of the bootstrap snapshot that holds a new group's initial membership.
+pub const BOOTSTRAP_INDEX: Index = 1;
+/// The term of the bootstrap snapshot.
+pub const BOOTSTRAP_TERM: Term = 1;
 
 /// A [`Storage`] that keeps everything in memory. Used by tests, the simulator and the
 /// benchmark; it is not durable.
@@ -163,11 +168,28 @@ impl MemStorage {
         MemStorage::default()
     }
 
-    /// An empty log whose initial membership is `conf_state` (a bootstrap node). The
-    /// membership is also that of the empty snapshot at index 0.
+    /// A bootstrapped log: the initial membership `conf_state` is recorded as a
+    /// snapshot at index 1, term 1 (with empty data: the state machine's initial
+    /// state), committed. Every founding member starts from the same one.
+    ///
+    /// Membership lives in the log (snapshot + conf change entries), never only beside
+    /// it: a node added later starts empty (`MemStorage::new`), receives this snapshot
+    /// or a newer one, and replays the changes after it, so it reaches the same
+    /// configuration as everyone else.
     pub fn with_conf_state(conf_state: ConfState) -> Self {
         let mut storage = MemStorage::default();
-        storage.snapshot.metadata.conf_state = conf_state.clone();
+        storage.snapshot.metadata = SnapshotMetadata {
+            index: BOOTSTRAP_INDEX,
+            term: BOOTSTRAP_TERM,
+            conf_state: conf_state.clone(),
+        };
+        storage.compacted_index = BOOTSTRAP_INDEX;
+        storage.compacted_term = BOOTSTRAP_TERM;
+        storage.hard_state = HardState {
+            term: BOOTSTRAP_TERM,
+            vote: crate::types::NO_NODE,
+            commit: BOOTSTRAP_INDEX,
+        };
         storage.conf_state = conf_state;
         storage
     }
@@ -319,6 +341,13 @@ impl LogStore for MemStorage {
         }
         if compact_index > self.last_index_value() {
             return Err(StorageError::Unavailable);
+        }
+        if compact_index > self.snapshot.metadata.index {
+            return Err(StorageError::Failed(format!(
+                "cannot compact to index {compact_index}, past the latest snapshot at index {}: \
+                 entries no snapshot covers would be lost",
+                self.snapshot.metadata.index
+            )));
         }
         let term = self.term(compact_index)?;
         let dropped = self.position(compact_index) + 1;
@@ -496,6 +525,7 @@ pub mod conformance {
             store.append(&entries_with_terms(7, &[1])),
             Err(StorageError::Unavailable)
         );
+        store.create_snapshot(2, ConfState::default(), Bytes::new()).unwrap();
         store.compact(2).unwrap();
         assert_eq!(
             store.append(&entries_with_terms(2, &[2])),
@@ -515,6 +545,7 @@ pub mod conformance {
     pub fn compact_keeps_term_of_compaction_point<S: LogStore>(mut store: S) {
         let appended = entries_with_terms(1, &[1, 2, 3, 4, 5]);
         store.append(&appended).unwrap();
+        store.create_snapshot(3, ConfState::default(), Bytes::new()).unwrap();
         store.compact(3).unwrap();
         assert_eq!(store.first_index(), Ok(4));
         assert_eq!(store.last_index(), Ok(5));
@@ -540,6 +571,7 @@ pub mod conformance {
     /// term and accepts the next entry.
     pub fn compact_everything<S: LogStore>(mut store: S) {
         store.append(&entries_with_terms(1, &[1, 1, 2])).unwrap();
+        store.create_snapshot(3, ConfState::default(), Bytes::new()).unwrap();
         store.compact(3).unwrap();
         assert_eq!(store.first_index(), Ok(4));
         assert_eq!(store.last_index(), Ok(3));
@@ -731,22 +763,24 @@ mod tests {
         conformance::run_all(MemStorage::new);
     }
 
-    // A bootstrap store reports its membership before anything is written, both as
-    // the state to start from and in its empty snapshot.
+    // A bootstrap store holds its membership in a committed snapshot at index 1, so
+    // the log starts after it and a node added later can be sent that snapshot.
     #[test]
-    fn with_conf_state_reports_membership() {
+    fn with_conf_state_bootstraps_with_a_snapshot() {
         let conf_state = ConfState::with_voters([1, 2, 3]);
         let store = MemStorage::with_conf_state(conf_state.clone());
         assert_eq!(
             store.initial_state(),
             Ok(RaftState {
-                hard_state: HardState::default(),
+                hard_state: HardState { term: 1, vote: 0, commit: 1 },
                 conf_state: conf_state.clone(),
             })
         );
         let snapshot = store.snapshot(0).unwrap();
-        assert_eq!(snapshot.metadata.index, 0);
+        assert_eq!((snapshot.metadata.index, snapshot.metadata.term), (1, 1));
         assert_eq!(snapshot.metadata.conf_state, conf_state);
+        assert!(snapshot.data.is_empty());
+        assert_eq!((store.first_index(), store.last_index(), store.term(1)), (Ok(2), Ok(1), Ok(1)));
     }
 
     // set_conf_state changes what a restart reads; hard_state returns the last one set.
@@ -779,6 +813,7 @@ mod tests {
             })
             .collect();
         store.append(&entries).unwrap();
+        store.create_snapshot(4, ConfState::default(), Bytes::new()).unwrap();
         store.compact(4).unwrap();
         let mut snapshot = Snapshot::default();
         snapshot.metadata.index = 4;
