@@ -169,15 +169,61 @@ mod tests {
     fn validate_names_the_bad_field() {
         assert!(Config::new(1).validate().is_ok());
         let cases: Vec<(Config, &str)> = vec![
-            (Config { id: 0, ..Config::new(1) }, "id"),
-            (Config { heartbeat_interval_ticks: 0, ..Config::new(1) }, "heartbeat_interval_ticks"),
-            (Config { election_timeout_ticks: 2, ..Config::new(1) }, "election_timeout_ticks"),
-            (Config { inflight_messages_max: 0, ..Config::new(1) }, "inflight_messages_max"),
-            (Config { append_bytes_max: 0, ..Config::new(1) }, "append_bytes_max"),
-            (Config { snapshot_chunk_bytes_max: 0, ..Config::new(1) }, "snapshot_chunk_bytes_max"),
-            (Config { inflight_bytes_max: 10, ..Config::new(1) }, "inflight_bytes_max"),
             (
-                Config { read_only: ReadOnlyOption::LeaseBased, check_quorum: false, ..Config::new(1) },
+                Config {
+                    id: 0,
+                    ..Config::new(1)
+                },
+                "id",
+            ),
+            (
+                Config {
+                    heartbeat_interval_ticks: 0,
+                    ..Config::new(1)
+                },
+                "heartbeat_interval_ticks",
+            ),
+            (
+                Config {
+                    election_timeout_ticks: 2,
+                    ..Config::new(1)
+                },
+                "election_timeout_ticks",
+            ),
+            (
+                Config {
+                    inflight_messages_max: 0,
+                    ..Config::new(1)
+                },
+                "inflight_messages_max",
+            ),
+            (
+                Config {
+                    append_bytes_max: 0,
+                    ..Config::new(1)
+                },
+                "append_bytes_max",
+            ),
+            (
+                Config {
+                    snapshot_chunk_bytes_max: 0,
+                    ..Config::new(1)
+                },
+                "snapshot_chunk_bytes_max",
+            ),
+            (
+                Config {
+                    inflight_bytes_max: 10,
+                    ..Config::new(1)
+                },
+                "inflight_bytes_max",
+            ),
+            (
+                Config {
+                    read_only: ReadOnlyOption::LeaseBased,
+                    check_quorum: false,
+                    ..Config::new(1)
+                },
                 "check_quorum",
             ),
         ];

@@ -648,7 +648,9 @@ mod tests {
     fn new_over_compacted_storage() {
         let mut store = MemStorage::new();
         store.append(&entries(1, &[1, 1, 2, 2, 3])).unwrap();
-        store.create_snapshot(2, ConfState::default(), Bytes::new()).unwrap();
+        store
+            .create_snapshot(2, ConfState::default(), Bytes::new())
+            .unwrap();
         store.compact(2).unwrap();
         let log = RaftLog::new(store).unwrap();
         assert_eq!(
@@ -863,7 +865,9 @@ mod tests {
 
         let mut store = MemStorage::new();
         store.append(&entries(1, &[1, 1, 2, 2, 4, 4, 4])).unwrap();
-        store.create_snapshot(3, ConfState::default(), Bytes::new()).unwrap();
+        store
+            .create_snapshot(3, ConfState::default(), Bytes::new())
+            .unwrap();
         store.compact(3).unwrap();
         let compacted = RaftLog::new(store).unwrap();
         assert_eq!(compacted.find_conflict_by_term(7, 2), (4, 2));
@@ -925,7 +929,9 @@ mod tests {
     fn slice_across_storage_and_unstable_tail() {
         let mut store = MemStorage::new();
         store.append(&entries(1, &[1, 1, 1])).unwrap();
-        store.create_snapshot(1, ConfState::default(), Bytes::new()).unwrap();
+        store
+            .create_snapshot(1, ConfState::default(), Bytes::new())
+            .unwrap();
         store.compact(1).unwrap();
         let mut log = RaftLog::new(store).unwrap();
         log.append(entries(4, &[2, 2, 2]));

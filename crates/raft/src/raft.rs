@@ -215,9 +215,15 @@ impl<S: Storage> Raft<S> {
 
     fn send(&mut self, mut message: Message) {
         message.from = self.id;
-        debug_assert_ne!(message.to, self.id, "a node never sends to itself: {message:?}");
+        debug_assert_ne!(
+            message.to, self.id,
+            "a node never sends to itself: {message:?}"
+        );
         if message.term == 0
-            && !matches!(message.kind, MessageKind::ReadIndex | MessageKind::TransferLeader)
+            && !matches!(
+                message.kind,
+                MessageKind::ReadIndex | MessageKind::TransferLeader
+            )
         {
             message.term = self.term;
         }
@@ -249,8 +255,10 @@ impl<S: Storage> Raft<S> {
         let last_index = self.log.last_index();
         let persisted = self.log.persisted();
         let id = self.id;
-        let (messages_max, bytes_max) =
-            (self.config.inflight_messages_max, self.config.inflight_bytes_max);
+        let (messages_max, bytes_max) = (
+            self.config.inflight_messages_max,
+            self.config.inflight_bytes_max,
+        );
         for (&node, progress) in self.tracker.progress.iter_mut() {
             let is_learner = progress.is_learner;
             *progress = crate::progress::Progress::new(last_index + 1, messages_max, bytes_max);
@@ -280,7 +288,11 @@ impl<S: Storage> Raft<S> {
     }
 
     fn become_pre_candidate(&mut self) {
-        assert_ne!(self.role, Role::Leader, "a leader cannot become a pre-candidate");
+        assert_ne!(
+            self.role,
+            Role::Leader,
+            "a leader cannot become a pre-candidate"
+        );
         // Thesis §9.6: a pre-candidate changes neither its term nor its vote.
         self.tracker.reset_votes();
         self.leader = NO_NODE;
@@ -288,7 +300,11 @@ impl<S: Storage> Raft<S> {
     }
 
     fn become_candidate(&mut self) {
-        assert_ne!(self.role, Role::Leader, "a leader cannot become a candidate");
+        assert_ne!(
+            self.role,
+            Role::Leader,
+            "a leader cannot become a candidate"
+        );
         let term = self.term + 1;
         self.reset(term);
         self.vote = self.id;
@@ -296,7 +312,11 @@ impl<S: Storage> Raft<S> {
     }
 
     fn become_leader(&mut self) {
-        assert_ne!(self.role, Role::Follower, "a follower must win an election first");
+        assert_ne!(
+            self.role,
+            Role::Follower,
+            "a follower must win an election first"
+        );
         let term = self.term;
         self.reset(term);
         self.leader = self.id;
@@ -329,7 +349,11 @@ impl<S: Storage> Raft<S> {
         if self.role == Role::Leader {
             return;
         }
-        let kind = if self.config.pre_vote { CampaignKind::PreElection } else { CampaignKind::Election };
+        let kind = if self.config.pre_vote {
+            CampaignKind::PreElection
+        } else {
+            CampaignKind::Election
+        };
         self.campaign(kind);
     }
 
@@ -338,7 +362,9 @@ impl<S: Storage> Raft<S> {
             // A learner or a removed node never campaigns.
             return;
         }
-        if self.log.unstable_snapshot().is_some() || self.log.applied() < self.log.committed() && self.has_unapplied_conf_change() {
+        if self.log.unstable_snapshot().is_some()
+            || self.log.applied() < self.log.committed() && self.has_unapplied_conf_change()
+        {
             // Thesis §4.1: wait until membership changes we know of are applied, so we
             // campaign in the configuration we will lead.
             return;
@@ -382,7 +408,9 @@ impl<S: Storage> Raft<S> {
             return false;
         }
         match self.log.slice(applied + 1, committed + 1, u64::MAX) {
-            Ok(entries) => entries.iter().any(|entry| entry.kind == EntryKind::ConfChange),
+            Ok(entries) => entries
+                .iter()
+                .any(|entry| entry.kind == EntryKind::ConfChange),
             // Compacted: a snapshot is being applied; treat it as pending.
             Err(_) => true,
         }
@@ -449,7 +477,11 @@ impl<S: Storage> Raft<S> {
         }
         if self.heartbeat_elapsed >= self.config.heartbeat_interval_ticks {
             self.heartbeat_elapsed = 0;
-            let context = self.read_only.last_pending_context().cloned().unwrap_or_default();
+            let context = self
+                .read_only
+                .last_pending_context()
+                .cloned()
+                .unwrap_or_default();
             self.broadcast_heartbeat(context);
         }
     }
@@ -472,14 +504,21 @@ impl<S: Storage> Raft<S> {
             return Err(ProposeError::NotLeader { leader_hint: None });
         }
         if self.lead_transferee != NO_NODE {
-            return Err(ProposeError::TransferInProgress { target: self.lead_transferee });
+            return Err(ProposeError::TransferInProgress {
+                target: self.lead_transferee,
+            });
         }
         let first_index = self.log.last_index() + 1;
         let term = self.term;
         let mut entries: Vec<Entry> = payloads
             .into_iter()
             .enumerate()
-            .map(|(offset, data)| Entry { term, index: first_index + offset as u64, kind, data })
+            .map(|(offset, data)| Entry {
+                term,
+                index: first_index + offset as u64,
+                kind,
+                data,
+            })
             .collect();
         if entries.is_empty() {
             return Err(ProposeError::EmptyBatch);
@@ -487,7 +526,8 @@ impl<S: Storage> Raft<S> {
         let payload_bytes: u64 = entries.iter().map(Entry::payload_bytes).sum();
         let limit = self.config.uncommitted_bytes_max;
         // Always admit one batch into an empty tail so a single large entry can progress.
-        if limit > 0 && self.uncommitted_bytes > 0 && self.uncommitted_bytes + payload_bytes > limit {
+        if limit > 0 && self.uncommitted_bytes > 0 && self.uncommitted_bytes + payload_bytes > limit
+        {
             return Err(ProposeError::UncommittedBytesExceeded { limit_bytes: limit });
         }
         self.uncommitted_bytes += payload_bytes;
@@ -496,14 +536,22 @@ impl<S: Storage> Raft<S> {
         }
         self.log.append(std::mem::take(&mut entries));
         self.broadcast_append();
-        Ok(LogPosition { index: first_index, term })
+        Ok(LogPosition {
+            index: first_index,
+            term,
+        })
     }
 
     /// Proposes a membership change after checking it against the current config.
-    pub fn propose_conf_change(&mut self, change: &ConfChange) -> Result<LogPosition, ProposeError> {
+    pub fn propose_conf_change(
+        &mut self,
+        change: &ConfChange,
+    ) -> Result<LogPosition, ProposeError> {
         if self.role == Role::Leader {
             if self.pending_conf_index > self.log.applied() {
-                return Err(ProposeError::ConfChangePending { pending_index: self.pending_conf_index });
+                return Err(ProposeError::ConfChangePending {
+                    pending_index: self.pending_conf_index,
+                });
             }
             // Validate against a scratch copy of the tracker.
             let mut scratch = self.tracker.clone();
@@ -568,7 +616,9 @@ impl<S: Storage> Raft<S> {
     /// `send_if_empty`, an empty append still goes out to carry the commit index.
     /// Returns true if a message was sent.
     fn maybe_send_append(&mut self, to: NodeId, send_if_empty: bool) -> bool {
-        let Some(progress) = self.tracker.progress.get(&to) else { return false };
+        let Some(progress) = self.tracker.progress.get(&to) else {
+            return false;
+        };
         if progress.is_paused() {
             return false;
         }
@@ -592,7 +642,10 @@ impl<S: Storage> Raft<S> {
         }
         let count = entries.len();
         let bytes: u64 = entries.iter().map(Entry::size_bytes).sum();
-        let last_index = entries.last().map(|entry| entry.index).unwrap_or(previous_index);
+        let last_index = entries
+            .last()
+            .map(|entry| entry.index)
+            .unwrap_or(previous_index);
         let mut append = Message::new(MessageKind::Append, self.id, to, self.term);
         append.index = previous_index;
         append.log_term = previous_term;
@@ -607,7 +660,9 @@ impl<S: Storage> Raft<S> {
 
     /// Starts streaming a snapshot to `to` (Raft paper §7). Returns true if sent.
     fn maybe_send_snapshot(&mut self, to: NodeId) -> bool {
-        let Some(progress) = self.tracker.progress.get(&to) else { return false };
+        let Some(progress) = self.tracker.progress.get(&to) else {
+            return false;
+        };
         if !progress.recent_active {
             // Do not build and push a snapshot to a node we have not heard from.
             return false;
@@ -615,20 +670,33 @@ impl<S: Storage> Raft<S> {
         let snapshot = match self.log.snapshot(progress.next_index) {
             Ok(snapshot) => snapshot,
             Err(StorageError::SnapshotTemporarilyUnavailable) => return false,
-            Err(error) => panic!("storage failed while reading the snapshot for node {to}: {error}"),
+            Err(error) => {
+                panic!("storage failed while reading the snapshot for node {to}: {error}")
+            }
         };
-        assert!(!snapshot.is_empty(), "the log is compacted but the storage has no snapshot");
+        assert!(
+            !snapshot.is_empty(),
+            "the log is compacted but the storage has no snapshot"
+        );
         let index = snapshot.metadata.index;
         if let Some(progress) = self.tracker.progress.get_mut(&to) {
             progress.become_snapshot(index);
         }
-        self.outgoing_snapshots.insert(to, OutgoingSnapshot { snapshot, acked_offset: 0 });
+        self.outgoing_snapshots.insert(
+            to,
+            OutgoingSnapshot {
+                snapshot,
+                acked_offset: 0,
+            },
+        );
         self.send_snapshot_chunk(to);
         true
     }
 
     fn send_snapshot_chunk(&mut self, to: NodeId) {
-        let Some(outgoing) = self.outgoing_snapshots.get(&to) else { return };
+        let Some(outgoing) = self.outgoing_snapshots.get(&to) else {
+            return;
+        };
         let total = outgoing.snapshot.data.len() as u64;
         let start = outgoing.acked_offset.min(total);
         let end = (start + self.config.snapshot_chunk_bytes_max).min(total);
@@ -683,7 +751,10 @@ impl<S: Storage> Raft<S> {
     }
 
     fn committed_entry_in_current_term(&self) -> bool {
-        self.log.term(self.log.committed()).map(|term| term == self.term).unwrap_or(false)
+        self.log
+            .term(self.log.committed())
+            .map(|term| term == self.term)
+            .unwrap_or(false)
     }
 
     /// Called after the driver persisted entries: the leader counts its own copy.
@@ -724,7 +795,9 @@ impl<S: Storage> Raft<S> {
     }
 
     fn handle_transfer_leader(&mut self, target: NodeId) {
-        let Some(progress) = self.tracker.progress.get(&target) else { return };
+        let Some(progress) = self.tracker.progress.get(&target) else {
+            return;
+        };
         if progress.is_learner || target == self.id || !self.tracker.is_voter(target) {
             return;
         }
@@ -736,7 +809,12 @@ impl<S: Storage> Raft<S> {
         self.election_elapsed = 0;
         self.lead_transferee = target;
         if matched == self.log.last_index() {
-            self.send(Message::new(MessageKind::TimeoutNow, self.id, target, self.term));
+            self.send(Message::new(
+                MessageKind::TimeoutNow,
+                self.id,
+                target,
+                self.term,
+            ));
         } else {
             self.maybe_send_append(target, true);
         }
@@ -767,7 +845,9 @@ impl<S: Storage> Raft<S> {
     }
 
     fn too_many_reads(&self) -> ProposeError {
-        ProposeError::TooManyPendingReads { limit: PENDING_READS_MAX }
+        ProposeError::TooManyPendingReads {
+            limit: PENDING_READS_MAX,
+        }
     }
 
     fn handle_read_index(&mut self, context: Bytes, from: NodeId) {
@@ -818,7 +898,8 @@ impl<S: Storage> Raft<S> {
         if from == self.id || from == NO_NODE {
             self.read_states.push(ReadState { index, context });
         } else {
-            let mut response = Message::new(MessageKind::ReadIndexResponse, self.id, from, self.term);
+            let mut response =
+                Message::new(MessageKind::ReadIndexResponse, self.id, from, self.term);
             response.index = index;
             response.context = context;
             self.send(response);
@@ -846,8 +927,10 @@ impl<S: Storage> Raft<S> {
         if message.term == 0 {
             // Forwarded requests carry no term.
         } else if message.term > self.term {
-            let is_vote_request =
-                matches!(message.kind, MessageKind::RequestVote | MessageKind::RequestPreVote);
+            let is_vote_request = matches!(
+                message.kind,
+                MessageKind::RequestVote | MessageKind::RequestPreVote
+            );
             if is_vote_request {
                 let force = message.context.as_ref() == CAMPAIGN_TRANSFER;
                 // Under lease reads, a node that restarted may have acknowledged a
@@ -879,11 +962,20 @@ impl<S: Storage> Raft<S> {
             {
                 // A stale leader (perhaps cut off and rejoining) learns our term and
                 // steps down; without this it could stay stuck under pre-vote.
-                let response = Message::new(MessageKind::AppendResponse, self.id, message.from, self.term);
+                let response = Message::new(
+                    MessageKind::AppendResponse,
+                    self.id,
+                    message.from,
+                    self.term,
+                );
                 self.send(response);
             } else if message.kind == MessageKind::RequestPreVote {
-                let mut response =
-                    Message::new(MessageKind::RequestPreVoteResponse, self.id, message.from, self.term);
+                let mut response = Message::new(
+                    MessageKind::RequestPreVoteResponse,
+                    self.id,
+                    message.from,
+                    self.term,
+                );
                 response.reject = true;
                 self.send(response);
             }
@@ -912,8 +1004,11 @@ impl<S: Storage> Raft<S> {
             || (pre_vote && request.term > self.term);
         let up_to_date = self.log.is_up_to_date(request.index, request.log_term)
             || self.has_bug(PlantedBug::VoteWithoutLogCheck);
-        let response_kind =
-            if pre_vote { MessageKind::RequestPreVoteResponse } else { MessageKind::RequestVoteResponse };
+        let response_kind = if pre_vote {
+            MessageKind::RequestPreVoteResponse
+        } else {
+            MessageKind::RequestVoteResponse
+        };
         if can_vote && up_to_date {
             // A granted pre-vote answers in the candidate's future term so the
             // pre-candidate counts it; a granted vote is in our (now equal) term.
@@ -935,7 +1030,11 @@ impl<S: Storage> Raft<S> {
         let from = message.from;
         match message.kind {
             MessageKind::TransferLeader => {
-                let target = if message.index != NO_NODE { message.index } else { from };
+                let target = if message.index != NO_NODE {
+                    message.index
+                } else {
+                    from
+                };
                 self.handle_transfer_leader(target);
                 return Ok(());
             }
@@ -972,14 +1071,21 @@ impl<S: Storage> Raft<S> {
     fn handle_append_response(&mut self, response: Message) {
         let from = response.from;
         let last_index = self.log.last_index();
-        let progress = self.tracker.progress.get_mut(&from).expect("checked by caller");
+        let progress = self
+            .tracker
+            .progress
+            .get_mut(&from)
+            .expect("checked by caller");
         progress.recent_active = true;
         if response.reject {
             // Raft paper §5.3 with the optimisation at its end: the follower's hint
             // (`reject_hint`, `log_term`) lets us skip a whole term of conflicts at once.
             let mut next_probe = response.reject_hint;
             if response.log_term > 0 {
-                next_probe = self.log.find_conflict_by_term(response.reject_hint, response.log_term).0;
+                next_probe = self
+                    .log
+                    .find_conflict_by_term(response.reject_hint, response.log_term)
+                    .0;
             }
             let progress = self.tracker.progress.get_mut(&from).expect("checked");
             if progress.maybe_decrease_to(response.index, next_probe) {
@@ -1014,13 +1120,22 @@ impl<S: Storage> Raft<S> {
         while self.maybe_send_append(from, false) {}
         if from == self.lead_transferee && matched == last_index {
             // Thesis §3.10: the target is caught up; tell it to campaign now.
-            self.send(Message::new(MessageKind::TimeoutNow, self.id, from, self.term));
+            self.send(Message::new(
+                MessageKind::TimeoutNow,
+                self.id,
+                from,
+                self.term,
+            ));
         }
     }
 
     fn handle_heartbeat_response(&mut self, response: Message) {
         let from = response.from;
-        let progress = self.tracker.progress.get_mut(&from).expect("checked by caller");
+        let progress = self
+            .tracker
+            .progress
+            .get_mut(&from)
+            .expect("checked by caller");
         progress.recent_active = true;
         progress.probe_sent = false;
         if progress.state == ProgressState::Replicate && progress.inflights.full() {
@@ -1043,7 +1158,9 @@ impl<S: Storage> Raft<S> {
         if response.context.is_empty() {
             return;
         }
-        let Some(acks) = self.read_only.receive_ack(from, &response.context) else { return };
+        let Some(acks) = self.read_only.receive_ack(from, &response.context) else {
+            return;
+        };
         if !self.tracker.quorum_reached(acks) {
             return;
         }
@@ -1057,7 +1174,9 @@ impl<S: Storage> Raft<S> {
         if let Some(progress) = self.tracker.progress.get_mut(&from) {
             progress.recent_active = true;
         }
-        let Some(outgoing) = self.outgoing_snapshots.get_mut(&from) else { return };
+        let Some(outgoing) = self.outgoing_snapshots.get_mut(&from) else {
+            return;
+        };
         // `index` is the number of bytes the follower holds of this snapshot.
         outgoing.acked_offset = response.index.min(outgoing.snapshot.data.len() as u64);
         self.send_snapshot_chunk(from);
@@ -1116,31 +1235,25 @@ impl<S: Storage> Raft<S> {
                 self.leader = message.from;
                 self.handle_snapshot(message);
             }
-            MessageKind::TransferLeader => {
-                if self.leader != NO_NODE {
-                    let mut forward = message;
-                    if forward.index == NO_NODE {
-                        forward.index = forward.from;
-                    }
-                    forward.to = self.leader;
-                    self.send(forward);
+            MessageKind::TransferLeader if self.leader != NO_NODE => {
+                let mut forward = message;
+                if forward.index == NO_NODE {
+                    forward.index = forward.from;
                 }
+                forward.to = self.leader;
+                self.send(forward);
             }
             MessageKind::TimeoutNow => {
                 // Thesis §3.10: campaign at once, skipping pre-vote, even in a lease.
                 self.campaign(CampaignKind::Transfer);
             }
-            MessageKind::ReadIndex => {
-                if self.leader != NO_NODE {
-                    let mut forward = message;
-                    forward.to = self.leader;
-                    self.messages.push(forward);
-                }
-            }
-            MessageKind::ReadIndexResponse => {
-                if !message.reject {
-                    self.read_states.push(ReadState { index: message.index, context: message.context });
-                }
+            // A ReadIndex sent to us by a node that thought we led is dropped: passing it
+            // on would route the answer to us. The requester retries at the leader.
+            MessageKind::ReadIndexResponse if !message.reject => {
+                self.read_states.push(ReadState {
+                    index: message.index,
+                    context: message.context,
+                });
             }
             _ => {}
         }
@@ -1154,15 +1267,20 @@ impl<S: Storage> Raft<S> {
         let committed = self.log.committed();
         if append.index < committed {
             // Everything up to our commit index matches the leader's log already.
-            let mut response = Message::new(MessageKind::AppendResponse, self.id, append.from, self.term);
+            let mut response =
+                Message::new(MessageKind::AppendResponse, self.id, append.from, self.term);
             response.index = committed;
             self.send(response);
             return;
         }
         let (from, index, log_term) = (append.from, append.index, append.log_term);
-        match self.log.maybe_append(index, log_term, append.commit, append.entries) {
+        match self
+            .log
+            .maybe_append(index, log_term, append.commit, append.entries)
+        {
             Some(last_new_index) => {
-                let mut response = Message::new(MessageKind::AppendResponse, self.id, from, self.term);
+                let mut response =
+                    Message::new(MessageKind::AppendResponse, self.id, from, self.term);
                 response.index = last_new_index;
                 self.send(response);
             }
@@ -1172,7 +1290,8 @@ impl<S: Storage> Raft<S> {
                 // at a time rather than an entry at a time.
                 let hint_index = index.min(self.log.last_index());
                 let (hint_index, hint_term) = self.log.find_conflict_by_term(hint_index, log_term);
-                let mut response = Message::new(MessageKind::AppendResponse, self.id, from, self.term);
+                let mut response =
+                    Message::new(MessageKind::AppendResponse, self.id, from, self.term);
                 response.index = index;
                 response.reject = true;
                 response.reject_hint = hint_index;
@@ -1184,9 +1303,15 @@ impl<S: Storage> Raft<S> {
 
     fn handle_heartbeat(&mut self, heartbeat: Message) {
         if heartbeat.commit > self.log.committed() {
-            self.log.commit_to(heartbeat.commit.min(self.log.last_index()));
+            self.log
+                .commit_to(heartbeat.commit.min(self.log.last_index()));
         }
-        let mut response = Message::new(MessageKind::HeartbeatResponse, self.id, heartbeat.from, self.term);
+        let mut response = Message::new(
+            MessageKind::HeartbeatResponse,
+            self.id,
+            heartbeat.from,
+            self.term,
+        );
         response.index = heartbeat.index;
         response.context = heartbeat.context;
         self.send(response);
@@ -1194,7 +1319,9 @@ impl<S: Storage> Raft<S> {
 
     fn handle_snapshot(&mut self, message: Message) {
         let from = message.from;
-        let Some(chunk) = message.snapshot else { return };
+        let Some(chunk) = message.snapshot else {
+            return;
+        };
         let chunk = *chunk;
         let metadata = chunk.metadata.clone();
         if metadata.index <= self.log.committed() {
@@ -1205,10 +1332,9 @@ impl<S: Storage> Raft<S> {
             self.send(response);
             return;
         }
-        let same_snapshot = self
-            .incoming_snapshot
-            .as_ref()
-            .is_some_and(|incoming| incoming.metadata.index == metadata.index && incoming.metadata.term == metadata.term);
+        let same_snapshot = self.incoming_snapshot.as_ref().is_some_and(|incoming| {
+            incoming.metadata.index == metadata.index && incoming.metadata.term == metadata.term
+        });
         if chunk.offset == 0 {
             self.incoming_snapshot = Some(IncomingSnapshot {
                 metadata: metadata.clone(),
@@ -1217,7 +1343,8 @@ impl<S: Storage> Raft<S> {
             });
         } else if !same_snapshot {
             // A chunk of a snapshot we are not assembling: ask for it from the start.
-            let mut response = Message::new(MessageKind::SnapshotResponse, self.id, from, self.term);
+            let mut response =
+                Message::new(MessageKind::SnapshotResponse, self.id, from, self.term);
             response.index = 0;
             self.send(response);
             return;
@@ -1225,23 +1352,32 @@ impl<S: Storage> Raft<S> {
         let incoming = self.incoming_snapshot.as_mut().expect("set above");
         if chunk.offset != incoming.data.len() as u64 {
             // Out of order or duplicate: say where we are.
-            let mut response = Message::new(MessageKind::SnapshotResponse, self.id, from, self.term);
+            let mut response =
+                Message::new(MessageKind::SnapshotResponse, self.id, from, self.term);
             response.index = incoming.data.len() as u64;
             self.send(response);
             return;
         }
         incoming.data.extend_from_slice(&chunk.data);
         if (incoming.data.len() as u64) < incoming.total_bytes {
-            let mut response = Message::new(MessageKind::SnapshotResponse, self.id, from, self.term);
+            let mut response =
+                Message::new(MessageKind::SnapshotResponse, self.id, from, self.term);
             response.index = incoming.data.len() as u64;
             self.send(response);
             return;
         }
         let incoming = self.incoming_snapshot.take().expect("set above");
-        let snapshot = Snapshot { metadata: incoming.metadata, data: incoming.data.freeze() };
+        let snapshot = Snapshot {
+            metadata: incoming.metadata,
+            data: incoming.data.freeze(),
+        };
         let index = snapshot.metadata.index;
         let mut response = Message::new(MessageKind::AppendResponse, self.id, from, self.term);
-        response.index = if self.restore(snapshot) { self.log.last_index() } else { self.log.committed() };
+        response.index = if self.restore(snapshot) {
+            self.log.last_index()
+        } else {
+            self.log.committed()
+        };
         debug_assert!(response.index >= index.min(self.log.committed()));
         self.send(response);
     }
@@ -1275,11 +1411,23 @@ impl<S: Storage> Raft<S> {
         self.log.check_invariants();
         self.tracker.check_invariants();
         if self.role == Role::Leader {
-            assert_eq!(self.leader, self.id, "node {}: a leader must name itself leader", self.id);
-            assert!(self.tracker.progress.contains_key(&self.id), "node {}: leader without own progress", self.id);
+            assert_eq!(
+                self.leader, self.id,
+                "node {}: a leader must name itself leader",
+                self.id
+            );
+            assert!(
+                self.tracker.progress.contains_key(&self.id),
+                "node {}: leader without own progress",
+                self.id
+            );
         }
         if self.role == Role::Candidate {
-            assert_eq!(self.vote, self.id, "node {}: a candidate votes for itself", self.id);
+            assert_eq!(
+                self.vote, self.id,
+                "node {}: a candidate votes for itself",
+                self.id
+            );
         }
         let _ = self.randomized_election_timeout_ticks;
         assert!(

@@ -20,7 +20,11 @@ const ELECTION: u32 = 10;
 
 /// The hard state of a freshly bootstrapped node: the bootstrap snapshot at index 1,
 /// term 1 is committed.
-const BOOT: HardState = HardState { term: 1, vote: NO_NODE, commit: 1 };
+const BOOT: HardState = HardState {
+    term: 1,
+    vote: NO_NODE,
+    commit: 1,
+};
 
 fn config(id: NodeId) -> Config {
     Config {
@@ -33,7 +37,12 @@ fn config(id: NodeId) -> Config {
 }
 
 fn entry(index: u64, term: u64, data: &'static [u8]) -> Entry {
-    Entry { term, index, kind: EntryKind::Normal, data: Bytes::from_static(data) }
+    Entry {
+        term,
+        index,
+        kind: EntryKind::Normal,
+        data: Bytes::from_static(data),
+    }
 }
 
 fn storage_with(voters: &[NodeId], entries: &[Entry], hard_state: HardState) -> MemStorage {
@@ -72,7 +81,11 @@ fn handle_ready(node: &mut RawNode<MemStorage>) -> Ready {
 /// All messages of one driver round.
 fn outbox(node: &mut RawNode<MemStorage>) -> Vec<Message> {
     let ready = handle_ready(node);
-    ready.messages.into_iter().chain(ready.persisted_messages).collect()
+    ready
+        .messages
+        .into_iter()
+        .chain(ready.persisted_messages)
+        .collect()
 }
 
 fn kinds(messages: &[Message]) -> Vec<(MessageKind, NodeId, u64)> {
@@ -98,7 +111,12 @@ impl Network {
                 (id, RawNode::new(&config, storage).unwrap())
             })
             .collect();
-        Network { nodes, cut: BTreeSet::new(), applied: BTreeMap::new(), delivered: Vec::new() }
+        Network {
+            nodes,
+            cut: BTreeSet::new(),
+            applied: BTreeMap::new(),
+            delivered: Vec::new(),
+        }
     }
 
     fn node(&mut self, id: NodeId) -> &mut RawNode<MemStorage> {
@@ -154,7 +172,11 @@ impl Network {
     fn elect(&mut self, id: NodeId) {
         self.node(id).campaign();
         self.settle();
-        assert_eq!(self.node(id).role(), Role::Leader, "node {id} should have won");
+        assert_eq!(
+            self.node(id).role(),
+            Role::Leader,
+            "node {id} should have won"
+        );
     }
 
     fn tick(&mut self, id: NodeId, ticks: u32) {
@@ -165,7 +187,10 @@ impl Network {
     }
 
     fn applied_data(&self, id: NodeId) -> Vec<Bytes> {
-        self.applied.get(&id).map(|entries| entries.iter().map(|e| e.data.clone()).collect()).unwrap_or_default()
+        self.applied
+            .get(&id)
+            .map(|entries| entries.iter().map(|e| e.data.clone()).collect())
+            .unwrap_or_default()
     }
 }
 
@@ -184,12 +209,25 @@ fn election_timeout_starts_candidacy() {
     assert_eq!(n.role(), Role::Candidate);
     assert_eq!(n.term(), 2);
     let ready = handle_ready(&mut n);
-    assert_eq!(ready.hard_state, Some(HardState { term: 2, vote: 1, commit: 1 }));
-    assert!(ready.messages.is_empty(), "vote requests must wait for the vote to persist");
+    assert_eq!(
+        ready.hard_state,
+        Some(HardState {
+            term: 2,
+            vote: 1,
+            commit: 1
+        })
+    );
+    assert!(
+        ready.messages.is_empty(),
+        "vote requests must wait for the vote to persist"
+    );
     let requests = ready.persisted_messages;
     assert_eq!(
         kinds(&requests),
-        vec![(MessageKind::RequestVote, 2, 2), (MessageKind::RequestVote, 3, 2)]
+        vec![
+            (MessageKind::RequestVote, 2, 2),
+            (MessageKind::RequestVote, 3, 2)
+        ]
     );
     assert!(requests.iter().all(|m| m.index == 1 && m.log_term == 1));
 }
@@ -208,7 +246,10 @@ fn pre_vote_does_not_change_term() {
     assert_eq!(ready.hard_state, None);
     assert_eq!(
         kinds(&ready.messages),
-        vec![(MessageKind::RequestPreVote, 2, 2), (MessageKind::RequestPreVote, 3, 2)]
+        vec![
+            (MessageKind::RequestPreVote, 2, 2),
+            (MessageKind::RequestPreVote, 3, 2)
+        ]
     );
 }
 
@@ -226,15 +267,29 @@ fn vote_requires_up_to_date_log() {
         (5, 1, false),
     ];
     for (index, log_term, granted) in cases {
-        let storage = storage_with(&[1, 2, 3], &entries, HardState { term: 2, vote: 0, commit: 0 });
+        let storage = storage_with(
+            &[1, 2, 3],
+            &entries,
+            HardState {
+                term: 2,
+                vote: 0,
+                commit: 0,
+            },
+        );
         let mut n = RawNode::new(&config(1), storage).unwrap();
         let mut request = Message::new(MessageKind::RequestVote, 2, 1, 3);
         request.index = index;
         request.log_term = log_term;
         n.step(request).unwrap();
         let response = outbox(&mut n);
-        assert_eq!(kinds(&response), vec![(MessageKind::RequestVoteResponse, 2, 3)]);
-        assert_eq!(!response[0].reject, granted, "candidate log ({index}, {log_term})");
+        assert_eq!(
+            kinds(&response),
+            vec![(MessageKind::RequestVoteResponse, 2, 3)]
+        );
+        assert_eq!(
+            !response[0].reject, granted,
+            "candidate log ({index}, {log_term})"
+        );
         assert_eq!(n.raft().vote, if granted { 2 } else { NO_NODE });
     }
 }
@@ -263,11 +318,15 @@ fn candidate_with_majority_becomes_leader_and_appends_no_op() {
     let mut n = node(1, &[1, 2, 3]);
     n.campaign();
     handle_ready(&mut n);
-    n.step(Message::new(MessageKind::RequestVoteResponse, 2, 1, 2)).unwrap();
+    n.step(Message::new(MessageKind::RequestVoteResponse, 2, 1, 2))
+        .unwrap();
     assert_eq!(n.role(), Role::Leader);
     let ready = handle_ready(&mut n);
     assert_eq!(ready.entries, vec![entry(2, 2, b"")]);
-    assert_eq!(kinds(&ready.messages), vec![(MessageKind::Append, 2, 2), (MessageKind::Append, 3, 2)]);
+    assert_eq!(
+        kinds(&ready.messages),
+        vec![(MessageKind::Append, 2, 2), (MessageKind::Append, 3, 2)]
+    );
     for append in &ready.messages {
         assert_eq!((append.index, append.log_term, append.commit), (1, 1, 1));
         assert_eq!(append.entries, vec![entry(2, 2, b"")]);
@@ -309,11 +368,19 @@ fn check_quorum_steps_down_isolated_leader() {
     let mut net = Network::new(&[1, 2, 3], |c| c.check_quorum = true);
     net.elect(1);
     net.tick(1, ELECTION);
-    assert_eq!(net.node(1).role(), Role::Leader, "a connected leader keeps its role");
+    assert_eq!(
+        net.node(1).role(),
+        Role::Leader,
+        "a connected leader keeps its role"
+    );
     net.isolate(1);
     net.tick(1, 2 * ELECTION);
     assert_eq!(net.node(1).role(), Role::Follower);
-    assert_eq!(net.node(1).term(), 2, "stepping down does not change the term");
+    assert_eq!(
+        net.node(1).term(),
+        2,
+        "stepping down does not change the term"
+    );
 }
 
 /// Thesis §4.2.3: with check-quorum, a follower that heard from its leader within the
@@ -342,7 +409,11 @@ fn pre_vote_keeps_partitioned_node_from_disrupting() {
     let leader_term = net.node(1).term();
     net.isolate(3);
     net.tick(3, 5 * ELECTION);
-    assert_eq!(net.node(3).term(), leader_term, "pre-vote never won, term unchanged");
+    assert_eq!(
+        net.node(3).term(),
+        leader_term,
+        "pre-vote never won, term unchanged"
+    );
     net.heal();
     net.tick(1, 2);
     assert_eq!(net.node(1).role(), Role::Leader);
@@ -363,7 +434,20 @@ fn proposal_is_appended_and_replicated() {
     assert_eq!((position.index, position.term), (3, 2));
     let ready = handle_ready(net.node(1));
     assert_eq!(ready.entries, vec![entry(3, 2, b"x")]);
-    let appends: Vec<_> = ready.messages.iter().map(|m| (m.kind, m.to, m.index, m.log_term, m.commit, m.entries.clone())).collect();
+    let appends: Vec<_> = ready
+        .messages
+        .iter()
+        .map(|m| {
+            (
+                m.kind,
+                m.to,
+                m.index,
+                m.log_term,
+                m.commit,
+                m.entries.clone(),
+            )
+        })
+        .collect();
     assert_eq!(
         appends,
         vec![
@@ -389,7 +473,14 @@ fn batch_is_one_append() {
         net.node(to).step(append).unwrap();
     }
     net.settle();
-    assert_eq!(net.applied_data(3), vec![Bytes::from_static(b"a"), Bytes::from_static(b"b"), Bytes::from_static(b"c")]);
+    assert_eq!(
+        net.applied_data(3),
+        vec![
+            Bytes::from_static(b"a"),
+            Bytes::from_static(b"b"),
+            Bytes::from_static(b"c")
+        ]
+    );
 }
 
 /// Raft paper §5.3: a follower whose log does not hold the previous entry rejects the
@@ -398,7 +489,15 @@ fn batch_is_one_append() {
 #[test]
 fn follower_rejects_gap_and_truncates_conflict() {
     let entries = [entry(2, 1, b"a"), entry(3, 1, b"b"), entry(4, 2, b"stale")];
-    let storage = storage_with(&[1, 2, 3], &entries, HardState { term: 2, vote: 0, commit: 2 });
+    let storage = storage_with(
+        &[1, 2, 3],
+        &entries,
+        HardState {
+            term: 2,
+            vote: 0,
+            commit: 2,
+        },
+    );
     let mut n = RawNode::new(&config(2), storage).unwrap();
     // Leader of term 3 believes the follower has index 5 at term 3.
     let mut append = Message::new(MessageKind::Append, 1, 2, 3);
@@ -408,7 +507,10 @@ fn follower_rejects_gap_and_truncates_conflict() {
     let response = outbox(&mut n);
     assert_eq!(response.len(), 1);
     let r = &response[0];
-    assert_eq!((r.kind, r.reject, r.index, r.reject_hint, r.log_term), (MessageKind::AppendResponse, true, 5, 4, 2));
+    assert_eq!(
+        (r.kind, r.reject, r.index, r.reject_hint, r.log_term),
+        (MessageKind::AppendResponse, true, 5, 4, 2)
+    );
     // The leader's entry 4 has term 3: the follower's entry 4 (term 2) must go.
     let mut append = Message::new(MessageKind::Append, 1, 2, 3);
     append.index = 3;
@@ -418,9 +520,19 @@ fn follower_rejects_gap_and_truncates_conflict() {
     n.step(append).unwrap();
     let ready = handle_ready(&mut n);
     assert_eq!(ready.entries, vec![entry(4, 3, b"new")]);
-    assert_eq!(ready.committed_entries.iter().map(|e| e.index).collect::<Vec<_>>(), vec![3, 4]);
+    assert_eq!(
+        ready
+            .committed_entries
+            .iter()
+            .map(|e| e.index)
+            .collect::<Vec<_>>(),
+        vec![3, 4]
+    );
     let r = &ready.persisted_messages[0];
-    assert_eq!((r.kind, r.reject, r.index), (MessageKind::AppendResponse, false, 4));
+    assert_eq!(
+        (r.kind, r.reject, r.index),
+        (MessageKind::AppendResponse, false, 4)
+    );
     assert_eq!(n.storage().term(4).unwrap(), 3);
 }
 
@@ -434,7 +546,8 @@ fn leader_backtracks_a_term_at_a_time() {
     // the bootstrap snapshot.
     let stale: Vec<Entry> = (2..=51).map(|i| entry(i, 1, b"s")).collect();
     let storage = storage_with(&[1, 2, 3], &stale, BOOT);
-    net.nodes.insert(3, RawNode::new(&config(3), storage).unwrap());
+    net.nodes
+        .insert(3, RawNode::new(&config(3), storage).unwrap());
     // Node 1 wins term 2 with node 2's vote (node 3, cut off, would refuse).
     net.cut.insert((1, 3));
     net.elect(1);
@@ -445,10 +558,21 @@ fn leader_backtracks_a_term_at_a_time() {
     net.heal();
     net.delivered.clear();
     net.tick(1, 1);
-    let rejections = net.delivered.iter().filter(|m| m.from == 3 && m.reject).count();
+    let rejections = net
+        .delivered
+        .iter()
+        .filter(|m| m.from == 3 && m.reject)
+        .count();
     assert!(rejections <= 3, "took {rejections} rejected round trips");
-    assert_eq!(net.node(3).status().last_index, net.node(1).status().last_index);
-    assert_eq!(net.node(3).storage().term(22).unwrap(), 2, "the stale tail was replaced");
+    assert_eq!(
+        net.node(3).status().last_index,
+        net.node(1).status().last_index
+    );
+    assert_eq!(
+        net.node(3).storage().term(22).unwrap(),
+        2,
+        "the stale tail was replaced"
+    );
 }
 
 /// Raft paper §5.4.2 (Figure 8): a leader never commits an entry of an earlier term by
@@ -457,15 +581,24 @@ fn leader_backtracks_a_term_at_a_time() {
 fn old_term_entry_is_not_committed_by_count() {
     // Node 1 holds entry 2 from term 2 that never committed; it is now leader of term 4.
     let entries = [entry(2, 1, b"a"), entry(3, 2, b"old")];
-    let storage = storage_with(&[1, 2, 3], &entries, HardState { term: 3, vote: 0, commit: 2 });
+    let storage = storage_with(
+        &[1, 2, 3],
+        &entries,
+        HardState {
+            term: 3,
+            vote: 0,
+            commit: 2,
+        },
+    );
     let mut n = RawNode::new(&config(1), storage).unwrap();
     n.campaign();
     handle_ready(&mut n);
-    n.step(Message::new(MessageKind::RequestVoteResponse, 2, 1, 4)).unwrap();
+    n.step(Message::new(MessageKind::RequestVoteResponse, 2, 1, 4))
+        .unwrap();
     assert_eq!(n.role(), Role::Leader);
     handle_ready(&mut n); // no-op entry 4 at term 4
-    // Node 2 acknowledges only up to entry 3 (term 2): a majority holds it, yet it must
-    // not commit.
+                          // Node 2 acknowledges only up to entry 3 (term 2): a majority holds it, yet it must
+                          // not commit.
     let mut ack = Message::new(MessageKind::AppendResponse, 2, 1, 4);
     ack.index = 3;
     n.step(ack).unwrap();
@@ -484,7 +617,8 @@ fn leader_counts_itself_only_after_persisting() {
     let mut n = node(1, &[1, 2]);
     n.campaign();
     handle_ready(&mut n);
-    n.step(Message::new(MessageKind::RequestVoteResponse, 2, 1, 2)).unwrap();
+    n.step(Message::new(MessageKind::RequestVoteResponse, 2, 1, 2))
+        .unwrap();
     handle_ready(&mut n); // the no-op (index 2) is now durable on the leader
     n.propose(Bytes::from_static(b"x")).unwrap();
     let ready = n.ready();
@@ -509,7 +643,11 @@ fn pipelining_is_bounded_by_inflight_window() {
         net.node(1).propose(Bytes::from(vec![i])).unwrap();
     }
     let ready = handle_ready(net.node(1));
-    let appends: Vec<_> = ready.messages.iter().filter(|m| m.kind == MessageKind::Append).collect();
+    let appends: Vec<_> = ready
+        .messages
+        .iter()
+        .filter(|m| m.kind == MessageKind::Append)
+        .collect();
     assert_eq!(appends.len(), 3, "window of 3 messages");
     let status = net.node(1).status();
     assert_eq!(status.progress[&2].state, ProgressState::Replicate);
@@ -529,7 +667,10 @@ fn uncommitted_bytes_limit_refuses_proposals() {
     net.isolate(1);
     net.node(1).propose(Bytes::from(vec![0; 60])).unwrap();
     let refused = net.node(1).propose(Bytes::from(vec![0; 60])).unwrap_err();
-    assert_eq!(refused, ProposeError::UncommittedBytesExceeded { limit_bytes: 100 });
+    assert_eq!(
+        refused,
+        ProposeError::UncommittedBytesExceeded { limit_bytes: 100 }
+    );
     net.heal();
     net.tick(1, 1);
     net.node(1).propose(Bytes::from(vec![0; 60])).unwrap();
@@ -539,9 +680,17 @@ fn uncommitted_bytes_limit_refuses_proposals() {
 #[test]
 fn proposal_on_follower_names_leader() {
     let mut net = Network::new(&[1, 2, 3], |_| {});
-    assert_eq!(net.node(2).propose(Bytes::new()).unwrap_err(), ProposeError::NotLeader { leader_hint: None });
+    assert_eq!(
+        net.node(2).propose(Bytes::new()).unwrap_err(),
+        ProposeError::NotLeader { leader_hint: None }
+    );
     net.elect(1);
-    assert_eq!(net.node(2).propose(Bytes::new()).unwrap_err(), ProposeError::NotLeader { leader_hint: Some(1) });
+    assert_eq!(
+        net.node(2).propose(Bytes::new()).unwrap_err(),
+        ProposeError::NotLeader {
+            leader_hint: Some(1)
+        }
+    );
 }
 
 // ------------------------------------------------------------------------------------
@@ -563,7 +712,9 @@ fn snapshot_is_streamed_in_chunks_then_log_resumes() {
     let applied = net.node(1).status().applied;
     let conf_state = net.node(1).status().conf_state;
     let storage = net.node(1).storage_mut();
-    storage.create_snapshot(applied, conf_state, Bytes::from(vec![7u8; 35])).unwrap();
+    storage
+        .create_snapshot(applied, conf_state, Bytes::from(vec![7u8; 35]))
+        .unwrap();
     storage.compact(applied).unwrap();
     net.heal();
     net.delivered.clear();
@@ -600,7 +751,8 @@ fn change_and_settle(net: &mut Network, leader: NodeId, change: ConfChange) {
 fn single_step_add_voter() {
     let mut net = Network::new(&[1, 2, 3], |_| {});
     let storage = MemStorage::new();
-    net.nodes.insert(4, RawNode::new(&config(4), storage).unwrap());
+    net.nodes
+        .insert(4, RawNode::new(&config(4), storage).unwrap());
     net.elect(1);
     change_and_settle(&mut net, 1, ConfChange::add_voter(4));
     let conf = net.node(1).status().conf_state;
@@ -617,20 +769,33 @@ fn single_step_add_voter() {
 fn joint_consensus_enters_and_leaves_automatically() {
     let mut net = Network::new(&[1, 2, 3], |_| {});
     for id in [4, 5] {
-        net.nodes.insert(id, RawNode::new(&config(id), MemStorage::new()).unwrap());
+        net.nodes
+            .insert(id, RawNode::new(&config(id), MemStorage::new()).unwrap());
     }
     net.elect(1);
     let change = ConfChange {
         transition: crate::ConfChangeTransition::Auto,
         changes: vec![
-            crate::ConfChangeSingle { kind: crate::ConfChangeKind::AddVoter, node: 4 },
-            crate::ConfChangeSingle { kind: crate::ConfChangeKind::AddVoter, node: 5 },
-            crate::ConfChangeSingle { kind: crate::ConfChangeKind::Remove, node: 3 },
+            crate::ConfChangeSingle {
+                kind: crate::ConfChangeKind::AddVoter,
+                node: 4,
+            },
+            crate::ConfChangeSingle {
+                kind: crate::ConfChangeKind::AddVoter,
+                node: 5,
+            },
+            crate::ConfChangeSingle {
+                kind: crate::ConfChangeKind::Remove,
+                node: 3,
+            },
         ],
     };
     change_and_settle(&mut net, 1, change);
     let conf = net.node(1).status().conf_state;
-    assert!(!conf.is_joint(), "left the joint config automatically: {conf:?}");
+    assert!(
+        !conf.is_joint(),
+        "left the joint config automatically: {conf:?}"
+    );
     assert_eq!(conf.voters, vec![1, 2, 4, 5]);
     assert_eq!(net.node(5).status().conf_state.voters, vec![1, 2, 4, 5]);
 }
@@ -640,14 +805,19 @@ fn joint_consensus_enters_and_leaves_automatically() {
 #[test]
 fn learner_replicates_without_voting_then_promotes() {
     let mut net = Network::new(&[1, 2, 3], |_| {});
-    net.nodes.insert(4, RawNode::new(&config(4), MemStorage::new()).unwrap());
+    net.nodes
+        .insert(4, RawNode::new(&config(4), MemStorage::new()).unwrap());
     net.elect(1);
     change_and_settle(&mut net, 1, ConfChange::add_learner(4));
     net.node(1).propose(Bytes::from_static(b"x")).unwrap();
     net.settle();
     assert_eq!(net.applied_data(4), vec![Bytes::from_static(b"x")]);
     net.tick(4, 5 * ELECTION);
-    assert_eq!(net.node(4).role(), Role::Follower, "a learner never campaigns");
+    assert_eq!(
+        net.node(4).role(),
+        Role::Follower,
+        "a learner never campaigns"
+    );
     assert!(net.node(1).status().progress[&4].is_learner);
     change_and_settle(&mut net, 1, ConfChange::add_voter(4));
     assert_eq!(net.node(1).status().conf_state.voters, vec![1, 2, 3, 4]);
@@ -668,7 +838,11 @@ fn removed_nodes_stop_campaigning_and_leader_steps_down() {
     change_and_settle(&mut net, 1, ConfChange::remove(1));
     assert_eq!(net.node(1).role(), Role::Follower);
     net.tick(2, 3 * ELECTION);
-    assert_eq!(net.node(2).role(), Role::Leader, "the remaining voter leads");
+    assert_eq!(
+        net.node(2).role(),
+        Role::Leader,
+        "the remaining voter leads"
+    );
 }
 
 /// One membership change at a time: a second is refused until the first applies.
@@ -677,14 +851,28 @@ fn conf_change_refused_while_one_is_pending() {
     let mut net = Network::new(&[1, 2, 3], |_| {});
     net.elect(1);
     net.isolate(1);
-    let position = net.node(1).propose_conf_change(&ConfChange::add_learner(9)).unwrap();
-    let refused = net.node(1).propose_conf_change(&ConfChange::add_learner(8)).unwrap_err();
-    assert_eq!(refused, ProposeError::ConfChangePending { pending_index: position.index });
+    let position = net
+        .node(1)
+        .propose_conf_change(&ConfChange::add_learner(9))
+        .unwrap();
+    let refused = net
+        .node(1)
+        .propose_conf_change(&ConfChange::add_learner(8))
+        .unwrap_err();
+    assert_eq!(
+        refused,
+        ProposeError::ConfChangePending {
+            pending_index: position.index
+        }
+    );
     let invalid = ConfChange::leave_joint();
     net.heal();
     net.settle();
     net.tick(1, 1);
-    assert!(matches!(net.node(1).propose_conf_change(&invalid), Err(ProposeError::InvalidConfChange(_))));
+    assert!(matches!(
+        net.node(1).propose_conf_change(&invalid),
+        Err(ProposeError::InvalidConfChange(_))
+    ));
 }
 
 // ------------------------------------------------------------------------------------
@@ -712,7 +900,10 @@ fn leadership_transfer_catches_up_then_times_out_target() {
     net.settle();
     assert_eq!(net.node(3).role(), Role::Leader);
     assert_eq!(net.node(1).leader(), 3);
-    assert!(net.delivered.iter().any(|m| m.kind == MessageKind::TimeoutNow && m.to == 3));
+    assert!(net
+        .delivered
+        .iter()
+        .any(|m| m.kind == MessageKind::TimeoutNow && m.to == 3));
 }
 
 /// A transfer that cannot finish within an election timeout is abandoned and
@@ -743,7 +934,11 @@ fn read_index_on_leader_waits_for_heartbeat_quorum() {
     net.node(1).read_index(Bytes::from_static(b"r1")).unwrap();
     let ready = handle_ready(net.node(1));
     assert!(ready.read_states.is_empty(), "no quorum yet");
-    let heartbeats: Vec<_> = ready.messages.iter().filter(|m| m.kind == MessageKind::Heartbeat).collect();
+    let heartbeats: Vec<_> = ready
+        .messages
+        .iter()
+        .filter(|m| m.kind == MessageKind::Heartbeat)
+        .collect();
     assert_eq!(heartbeats.len(), 2);
     assert!(heartbeats.iter().all(|m| m.context.as_ref() == b"r1"));
     let mut ack = Message::new(MessageKind::HeartbeatResponse, 2, 1, 2);
@@ -751,7 +946,13 @@ fn read_index_on_leader_waits_for_heartbeat_quorum() {
     net.node(1).step(ack).unwrap();
     let ready = handle_ready(net.node(1));
     assert_eq!(ready.read_states.len(), 1);
-    assert_eq!((ready.read_states[0].index, ready.read_states[0].context.as_ref()), (commit, &b"r1"[..]));
+    assert_eq!(
+        (
+            ready.read_states[0].index,
+            ready.read_states[0].context.as_ref()
+        ),
+        (commit, &b"r1"[..])
+    );
 }
 
 /// Thesis §6.4: a follower's read goes through the leader and comes back as a read
@@ -762,11 +963,18 @@ fn read_index_on_follower_goes_through_leader() {
     net.elect(1);
     net.node(2).read_index(Bytes::from_static(b"f")).unwrap();
     let forwarded = handle_ready(net.node(2));
-    assert_eq!(kinds(&forwarded.messages), vec![(MessageKind::ReadIndex, 1, 0)]);
+    assert_eq!(
+        kinds(&forwarded.messages),
+        vec![(MessageKind::ReadIndex, 1, 0)]
+    );
     net.node(1).step(forwarded.messages[0].clone()).unwrap();
     net.settle();
     let status = net.node(1).status();
-    let read_response = net.delivered.iter().find(|m| m.kind == MessageKind::ReadIndexResponse).unwrap();
+    let read_response = net
+        .delivered
+        .iter()
+        .find(|m| m.kind == MessageKind::ReadIndexResponse)
+        .unwrap();
     assert_eq!((read_response.to, read_response.index), (2, status.commit));
 }
 
@@ -776,16 +984,24 @@ fn read_waits_for_leader_commit_in_its_term() {
     let mut n = node(1, &[1, 2, 3]);
     n.campaign();
     handle_ready(&mut n);
-    n.step(Message::new(MessageKind::RequestVoteResponse, 2, 1, 2)).unwrap();
+    n.step(Message::new(MessageKind::RequestVoteResponse, 2, 1, 2))
+        .unwrap();
     handle_ready(&mut n);
     n.read_index(Bytes::from_static(b"early")).unwrap();
     let ready = handle_ready(&mut n);
-    assert!(ready.messages.iter().all(|m| m.context.is_empty()), "no read round before commit");
+    assert!(
+        ready.messages.iter().all(|m| m.context.is_empty()),
+        "no read round before commit"
+    );
     let mut ack = Message::new(MessageKind::AppendResponse, 2, 1, 2);
     ack.index = 2;
     n.step(ack).unwrap();
     let ready = handle_ready(&mut n);
-    let rounds = ready.messages.iter().filter(|m| m.kind == MessageKind::Heartbeat && m.context.as_ref() == b"early").count();
+    let rounds = ready
+        .messages
+        .iter()
+        .filter(|m| m.kind == MessageKind::Heartbeat && m.context.as_ref() == b"early")
+        .count();
     assert_eq!(rounds, 2, "read round starts once the no-op commits");
 }
 
@@ -799,7 +1015,9 @@ fn lease_read_answers_at_once_only_within_lease() {
     });
     net.elect(1);
     net.tick(1, 1); // a heartbeat round starts the lease
-    net.node(1).read_index(Bytes::from_static(b"lease")).unwrap();
+    net.node(1)
+        .read_index(Bytes::from_static(b"lease"))
+        .unwrap();
     let ready = handle_ready(net.node(1));
     assert_eq!(ready.read_states.len(), 1, "answered within the lease");
     // The quorum last acknowledged the heartbeat sent at tick 1: the lease lasts until
@@ -809,13 +1027,26 @@ fn lease_read_answers_at_once_only_within_lease() {
         net.node(1).tick();
         handle_ready(net.node(1));
     }
-    net.node(1).read_index(Bytes::from_static(b"still")).unwrap();
-    assert_eq!(handle_ready(net.node(1)).read_states.len(), 1, "lease holds until it runs out");
+    net.node(1)
+        .read_index(Bytes::from_static(b"still"))
+        .unwrap();
+    assert_eq!(
+        handle_ready(net.node(1)).read_states.len(),
+        1,
+        "lease holds until it runs out"
+    );
     net.node(1).tick();
     handle_ready(net.node(1));
-    assert_eq!(net.node(1).role(), Role::Leader, "check-quorum has not yet fired");
+    assert_eq!(
+        net.node(1).role(),
+        Role::Leader,
+        "check-quorum has not yet fired"
+    );
     net.node(1).read_index(Bytes::from_static(b"late")).unwrap();
     let ready = handle_ready(net.node(1));
     assert!(ready.read_states.is_empty(), "the lease has run out");
-    assert!(ready.messages.iter().any(|m| m.kind == MessageKind::Heartbeat && m.context.as_ref() == b"late"));
+    assert!(ready
+        .messages
+        .iter()
+        .any(|m| m.kind == MessageKind::Heartbeat && m.context.as_ref() == b"late"));
 }

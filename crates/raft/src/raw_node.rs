@@ -103,9 +103,21 @@ impl<S: Storage> RawNode<S> {
     /// Starts a node over `storage`, which holds its hard state, membership and log.
     pub fn new(config: &Config, storage: S) -> Result<Self, Error> {
         let raft = Raft::new(config, storage)?;
-        let previous_soft_state = SoftState { leader: raft.leader, role: raft.role };
-        let previous_hard_state = HardState { term: raft.term, vote: raft.vote, commit: raft.log.committed() };
-        Ok(RawNode { raft, previous_soft_state, previous_hard_state, handed: None })
+        let previous_soft_state = SoftState {
+            leader: raft.leader,
+            role: raft.role,
+        };
+        let previous_hard_state = HardState {
+            term: raft.term,
+            vote: raft.vote,
+            commit: raft.log.committed(),
+        };
+        Ok(RawNode {
+            raft,
+            previous_soft_state,
+            previous_hard_state,
+            handed: None,
+        })
     }
 
     /// Advances the logical clock one tick (heartbeats, election timeouts).
@@ -136,14 +148,20 @@ impl<S: Storage> RawNode<S> {
 
     /// Proposes a batch of commands as consecutive entries in one append. Returns the
     /// position of the first; the rest follow at consecutive indexes.
-    pub fn propose_batch(&mut self, batch: impl IntoIterator<Item = Bytes>) -> Result<LogPosition, ProposeError> {
+    pub fn propose_batch(
+        &mut self,
+        batch: impl IntoIterator<Item = Bytes>,
+    ) -> Result<LogPosition, ProposeError> {
         let result = self.raft.propose(batch, EntryKind::Normal);
         self.check_invariants();
         result
     }
 
     /// Proposes a membership change.
-    pub fn propose_conf_change(&mut self, change: &ConfChange) -> Result<LogPosition, ProposeError> {
+    pub fn propose_conf_change(
+        &mut self,
+        change: &ConfChange,
+    ) -> Result<LogPosition, ProposeError> {
         let result = self.raft.propose_conf_change(change);
         self.check_invariants();
         result
@@ -186,7 +204,10 @@ impl<S: Storage> RawNode<S> {
         if self.handed.is_some() {
             return false;
         }
-        SoftState { leader: raft.leader, role: raft.role } != self.previous_soft_state
+        SoftState {
+            leader: raft.leader,
+            role: raft.role,
+        } != self.previous_soft_state
             || self.current_hard_state() != self.previous_hard_state
             || raft.log.unstable_snapshot().is_some()
             || !raft.log.unstable_entries().is_empty()
@@ -197,23 +218,37 @@ impl<S: Storage> RawNode<S> {
     }
 
     fn current_hard_state(&self) -> HardState {
-        HardState { term: self.raft.term, vote: self.raft.vote, commit: self.raft.log.committed() }
+        HardState {
+            term: self.raft.term,
+            vote: self.raft.vote,
+            commit: self.raft.log.committed(),
+        }
     }
 
     /// Collects the work to do. Call [`RawNode::advance`] once it is done, before the
     /// next `ready`.
     pub fn ready(&mut self) -> Ready {
-        assert!(self.handed.is_none(), "ready() called twice without advance()");
+        assert!(
+            self.handed.is_none(),
+            "ready() called twice without advance()"
+        );
         let raft = &mut self.raft;
         let mut ready = Ready::default();
         let mut handed = Handed::default();
 
-        let soft_state = SoftState { leader: raft.leader, role: raft.role };
+        let soft_state = SoftState {
+            leader: raft.leader,
+            role: raft.role,
+        };
         if soft_state != self.previous_soft_state {
             ready.soft_state = Some(soft_state);
             self.previous_soft_state = soft_state;
         }
-        let hard_state = HardState { term: raft.term, vote: raft.vote, commit: raft.log.committed() };
+        let hard_state = HardState {
+            term: raft.term,
+            vote: raft.vote,
+            commit: raft.log.committed(),
+        };
         if hard_state != self.previous_hard_state {
             #[allow(unused_mut)]
             let mut persisted = hard_state;
@@ -238,7 +273,9 @@ impl<S: Storage> RawNode<S> {
         }
         // Entries after a snapshot wait until the snapshot is installed.
         if ready.snapshot.is_none() && raft.log.has_next_committed_entries() {
-            let committed = raft.log.next_committed_entries(raft.config.apply_batch_bytes_max);
+            let committed = raft
+                .log
+                .next_committed_entries(raft.config.apply_batch_bytes_max);
             if let Some(last) = committed.last() {
                 handed.last_committed = Some(last.index);
                 handed.committed_payload_bytes = committed.iter().map(Entry::payload_bytes).sum();

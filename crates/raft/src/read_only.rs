@@ -94,8 +94,10 @@ mod tests {
         assert_eq!(acks, BTreeSet::from([3]));
         assert!(read_only.receive_ack(3, b"zz").is_none());
         let released = read_only.advance(b"b");
-        let summary: Vec<(Index, NodeId, usize)> =
-            released.iter().map(|read| (read.index, read.from, read.acks.len())).collect();
+        let summary: Vec<(Index, NodeId, usize)> = released
+            .iter()
+            .map(|read| (read.index, read.from, read.acks.len()))
+            .collect();
         assert_eq!(summary, vec![(5, 1, 1), (7, 2, 1)]);
         assert_eq!(read_only.pending_count(), 0);
     }

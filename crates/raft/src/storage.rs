@@ -525,7 +525,9 @@ pub mod conformance {
             store.append(&entries_with_terms(7, &[1])),
             Err(StorageError::Unavailable)
         );
-        store.create_snapshot(2, ConfState::default(), Bytes::new()).unwrap();
+        store
+            .create_snapshot(2, ConfState::default(), Bytes::new())
+            .unwrap();
         store.compact(2).unwrap();
         assert_eq!(
             store.append(&entries_with_terms(2, &[2])),
@@ -545,7 +547,9 @@ pub mod conformance {
     pub fn compact_keeps_term_of_compaction_point<S: LogStore>(mut store: S) {
         let appended = entries_with_terms(1, &[1, 2, 3, 4, 5]);
         store.append(&appended).unwrap();
-        store.create_snapshot(3, ConfState::default(), Bytes::new()).unwrap();
+        store
+            .create_snapshot(3, ConfState::default(), Bytes::new())
+            .unwrap();
         store.compact(3).unwrap();
         assert_eq!(store.first_index(), Ok(4));
         assert_eq!(store.last_index(), Ok(5));
@@ -571,7 +575,9 @@ pub mod conformance {
     /// term and accepts the next entry.
     pub fn compact_everything<S: LogStore>(mut store: S) {
         store.append(&entries_with_terms(1, &[1, 1, 2])).unwrap();
-        store.create_snapshot(3, ConfState::default(), Bytes::new()).unwrap();
+        store
+            .create_snapshot(3, ConfState::default(), Bytes::new())
+            .unwrap();
         store.compact(3).unwrap();
         assert_eq!(store.first_index(), Ok(4));
         assert_eq!(store.last_index(), Ok(3));
@@ -772,7 +778,11 @@ mod tests {
         assert_eq!(
             store.initial_state(),
             Ok(RaftState {
-                hard_state: HardState { term: 1, vote: 0, commit: 1 },
+                hard_state: HardState {
+                    term: 1,
+                    vote: 0,
+                    commit: 1
+                },
                 conf_state: conf_state.clone(),
             })
         );
@@ -780,7 +790,10 @@ mod tests {
         assert_eq!((snapshot.metadata.index, snapshot.metadata.term), (1, 1));
         assert_eq!(snapshot.metadata.conf_state, conf_state);
         assert!(snapshot.data.is_empty());
-        assert_eq!((store.first_index(), store.last_index(), store.term(1)), (Ok(2), Ok(1), Ok(1)));
+        assert_eq!(
+            (store.first_index(), store.last_index(), store.term(1)),
+            (Ok(2), Ok(1), Ok(1))
+        );
     }
 
     // set_conf_state changes what a restart reads; hard_state returns the last one set.
@@ -813,7 +826,9 @@ mod tests {
             })
             .collect();
         store.append(&entries).unwrap();
-        store.create_snapshot(4, ConfState::default(), Bytes::new()).unwrap();
+        store
+            .create_snapshot(4, ConfState::default(), Bytes::new())
+            .unwrap();
         store.compact(4).unwrap();
         let mut snapshot = Snapshot::default();
         snapshot.metadata.index = 4;
