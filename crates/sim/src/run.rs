@@ -1,0 +1,390 @@
+//! One randomized run from one seed: draw the [`Params`], run the safety phase with
+//! faults on, then the liveness phase with faults healed, then check everything.
+//!
+//! 1. **Safety phase** (`safety_ticks`): clients run; the [`FaultScheduler`] partitions,
+//!    crashes and restarts nodes, changes membership, transfers leadership, snapshots.
+//!    Every checker runs as the cluster goes.
+//! 2. **Liveness phase**: the network becomes reliable and whole, every member runs,
+//!    removed nodes are shut down. Within [`LIVENESS_ELECTION_TIMEOUTS`] election
+//!    timeouts, a leader must be elected and a new write must be applied by every voter
+//!    of the latest membership. Failing that is a [`CheckerKind::Liveness`] failure.
+//! 3. **Drain**: no new client operations; those in flight get up to the client
+//!    timeout to finish.
+//! 4. **Final checks**: every durable log against the log-matching table, every leader
+//!    against the committed record, and the client history for linearizability.
+//!
+//! A panic anywhere (the core's own assertions and invariant checks included) is caught
+//! and reported as a [`CheckerKind::Panic`] failure of the run.
+
+use std::cell::RefCell;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::Once;
+
+use bytes::Bytes;
+use concord_raft::{NodeId, PlantedBug};
+
+use crate::checkers::{CheckerKind, CheckerSet, Violation};
+use crate::client::{ClientOracle, ClientSettings, ClientStats};
+use crate::cluster::{Cluster, ClusterStats, SimFault};
+use crate::faults::FaultScheduler;
+use crate::linearizability::{self, CheckError};
+use crate::network::NetworkStats;
+use crate::params::Params;
+use crate::rng::Rng;
+use crate::trace::{Trace, TraceLevel, TraceSink};
+
+/// The liveness bound: after healing, a leader must be elected and a write applied on
+/// every voter within this many (minimum) election timeouts.
+pub const LIVENESS_ELECTION_TIMEOUTS: u64 = 50;
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// The seed.
+    pub seed: u64,
+    /// Overrides the drawn safety phase length, in ticks.
+    pub safety_ticks: Option<u64>,
+    /// Plants a bug in the core.
+    pub planted_bug: Option<PlantedBug>,
+    /// Plants a fault in the simulator's driver.
+    pub sim_fault: Option<SimFault>,
+    /// Which checkers report.
+    pub checkers: CheckerSet,
+    /// How much to trace.
+    pub trace_level: TraceLevel,
+    /// Print the trace on standard output (else keep it in the report).
+    pub trace_to_stdout: bool,
+    /// Changes the drawn parameters before the run (tests use it to force a setting).
+    pub tweak: Option<fn(&mut Params)>,
+}
+
+impl RunOptions {
+    /// A quiet run of `seed` with drawn parameters and every checker.
+    pub fn new(seed: u64) -> RunOptions {
+        RunOptions {
+            seed,
+            safety_ticks: None,
+            planted_bug: None,
+            sim_fault: None,
+            checkers: CheckerSet::all(),
+            trace_level: TraceLevel::Quiet,
+            trace_to_stdout: false,
+            tweak: None,
+        }
+    }
+
+    /// The parameters this run uses.
+    pub fn params(&self) -> Params {
+        let mut params = Params::draw(self.seed);
+        if let Some(ticks) = self.safety_ticks {
+            params.safety_ticks = ticks;
+        }
+        params.planted_bug = self.planted_bug;
+        params.sim_fault = self.sim_fault;
+        params.checkers = self.checkers;
+        if let Some(tweak) = self.tweak {
+            tweak(&mut params);
+        }
+        params
+    }
+}
+
+/// What a run did and found.
+#[derive(Clone, Debug)]
+pub struct RunReport {
+    /// The parameters used.
+    pub params: Params,
+    /// The first violation, if any.
+    pub failure: Option<Violation>,
+    /// The linearizability check gave up on some key (not a failure).
+    pub linearizability_undecided: Option<String>,
+    /// Hash of every traced event: equal for two runs of one seed.
+    pub trace_hash: u64,
+    /// Events traced.
+    pub trace_events: u64,
+    /// Ticks simulated.
+    pub ticks: u64,
+    /// Ticks the liveness phase took to converge (if it got there).
+    pub liveness_ticks: Option<u64>,
+    /// Client counts.
+    pub clients: ClientStats,
+    /// Operations given to the linearizability checker.
+    pub operations_checked: u64,
+    /// Cluster counts.
+    pub cluster: ClusterStats,
+    /// Network counts.
+    pub network: NetworkStats,
+    /// The trace lines, when not printed.
+    pub trace_lines: Vec<String>,
+}
+
+impl RunReport {
+    /// True when no check failed.
+    pub fn passed(&self) -> bool {
+        self.failure.is_none()
+    }
+}
+
+/// Runs `options.seed` and reports. Never panics: a panic is a failure of the run.
+pub fn run(options: &RunOptions) -> RunReport {
+    let params = options.params();
+    let sink = if options.trace_to_stdout {
+        TraceSink::Stdout
+    } else {
+        TraceSink::Buffer(Vec::new())
+    };
+    let mut trace = Trace::new(options.trace_level, sink);
+    trace.note(format!("concord-sim {params}"));
+    let mut state = RunState {
+        report: RunReport {
+            params: params.clone(),
+            failure: None,
+            linearizability_undecided: None,
+            trace_hash: 0,
+            trace_events: 0,
+            ticks: 0,
+            liveness_ticks: None,
+            clients: ClientStats::default(),
+            operations_checked: 0,
+            cluster: ClusterStats::default(),
+            network: NetworkStats::default(),
+            trace_lines: Vec::new(),
+        },
+        cluster: None,
+    };
+    install_panic_hook();
+    CAPTURING.with(|capturing| *capturing.borrow_mut() = Some(String::new()));
+    let outcome = panic::catch_unwind(AssertUnwindSafe(|| run_phases(&params, trace, &mut state)));
+    let panic_message = CAPTURING
+        .with(|capturing| capturing.borrow_mut().take())
+        .unwrap_or_default();
+    let mut report = state.report;
+    if let Some(cluster) = &state.cluster {
+        report.trace_hash = cluster.trace().hash();
+        report.trace_events = cluster.trace().event_count();
+        report.ticks = cluster.ticks();
+        report.cluster = cluster.stats();
+        report.network = cluster.network_stats();
+        report.trace_lines = cluster.trace().lines().to_vec();
+    }
+    if outcome.is_err() {
+        let time = state.cluster.as_ref().map(Cluster::now).unwrap_or(0);
+        let message = if panic_message.is_empty() {
+            "panic".to_string()
+        } else {
+            panic_message
+        };
+        if let Some(cluster) = &state.cluster {
+            report.trace_hash = cluster.trace().hash();
+        }
+        report.failure = Some(Violation {
+            checker: CheckerKind::Panic,
+            time,
+            message,
+        });
+        if options.trace_to_stdout {
+            if let Some(failure) = &report.failure {
+                use std::io::Write as _;
+                let _ = writeln!(std::io::stdout().lock(), "FAILED {failure}");
+            }
+        }
+    }
+    report
+}
+
+struct RunState {
+    report: RunReport,
+    cluster: Option<Cluster>,
+}
+
+fn run_phases(params: &Params, trace: Trace, state: &mut RunState) {
+    state.cluster = Some(Cluster::with_options(params.cluster_options(), trace));
+    let cluster = state.cluster.as_mut().expect("just set");
+    let mut faults = FaultScheduler::new(params, Rng::stream(params.seed, "faults"));
+    let mut oracle = ClientOracle::new(
+        ClientSettings::from_params(params),
+        Rng::stream(params.seed, "clients"),
+    );
+    let report = &mut state.report;
+    let result = run_to_end(params, cluster, &mut faults, &mut oracle, report);
+    report.clients = oracle.stats();
+    if let Err(violation) = result {
+        if cluster.failure().is_none() {
+            cluster.set_failure(violation.clone());
+        }
+        report.failure = Some(violation);
+        return;
+    }
+    // Linearizability of everything the clients saw.
+    report.operations_checked = oracle
+        .history()
+        .operations()
+        .iter()
+        .filter(|operation| {
+            !operation.op.is_read()
+                || matches!(operation.outcome, crate::history::Outcome::Completed { .. })
+        })
+        .count() as u64;
+    if !params.checkers.linearizability {
+        return;
+    }
+    match linearizability::check(oracle.history()) {
+        Ok(()) => {}
+        Err(CheckError::Inconclusive(inconclusive)) => {
+            report.linearizability_undecided = Some(inconclusive.to_string());
+        }
+        Err(CheckError::Violation(violation)) => {
+            let failure = Violation {
+                checker: CheckerKind::Linearizability,
+                time: cluster.now(),
+                message: format!("{violation}\nfull history:\n{}", oracle.history()),
+            };
+            cluster.set_failure(failure.clone());
+            report.failure = Some(failure);
+        }
+    }
+}
+
+fn run_to_end(
+    params: &Params,
+    cluster: &mut Cluster,
+    faults: &mut FaultScheduler,
+    oracle: &mut ClientOracle,
+    report: &mut RunReport,
+) -> Result<(), Violation> {
+    // 1. Safety phase.
+    for _ in 0..params.safety_ticks {
+        cluster.run_ticks(1)?;
+        oracle.on_events(cluster);
+        faults.tick(cluster);
+        oracle.tick(cluster);
+    }
+    // 2. Liveness phase.
+    let start = cluster.ticks();
+    let now = cluster.now();
+    cluster
+        .trace_mut()
+        .record(now, TraceLevel::Events, &[90], || {
+            "=== liveness phase: faults healed ===".to_string()
+        });
+    faults.heal_all(cluster);
+    if params.sim_fault == Some(SimFault::PartitionForever) {
+        for id in cluster.node_ids() {
+            cluster.disconnect(id);
+        }
+    }
+    let bound_ticks = LIVENESS_ELECTION_TIMEOUTS * u64::from(params.election_timeout_ticks);
+    let data = Bytes::from(format!("liveness check of seed {}", params.seed));
+    let mut proposal: Option<(NodeId, u64, concord_raft::LogPosition)> = None;
+    loop {
+        if let Some((node, incarnation, position)) = proposal {
+            if cluster.incarnation(node) != incarnation {
+                proposal = None;
+            } else if let Some(term) = cluster.applied_term(position.index) {
+                if term != position.term {
+                    proposal = None;
+                } else if voters_applied(cluster, position.index) {
+                    break;
+                }
+            }
+        }
+        if proposal.is_none() {
+            if let Some(leader) = cluster.leader() {
+                if let Ok(position) = cluster.propose_on(leader, data.clone()) {
+                    proposal = Some((leader, cluster.incarnation(leader), position));
+                }
+            }
+        }
+        if cluster.ticks() - start >= bound_ticks {
+            let (_, conf) = cluster.latest_conf_state();
+            let what = match proposal {
+                None => "no leader accepted a write".to_string(),
+                Some((node, _, position)) => format!(
+                    "the write proposed on node {node} at index {} (term {}) was not applied by every voter",
+                    position.index, position.term
+                ),
+            };
+            return Err(Violation {
+                checker: CheckerKind::Liveness,
+                time: cluster.now(),
+                message: format!(
+                    "{what} within {bound_ticks} ticks ({LIVENESS_ELECTION_TIMEOUTS} election timeouts) \
+                     of healing; latest membership {conf:?}; nodes:\n{}",
+                    cluster.describe()
+                ),
+            });
+        }
+        cluster.run_ticks(1)?;
+        oracle.on_events(cluster);
+        oracle.tick(cluster);
+    }
+    report.liveness_ticks = Some(cluster.ticks() - start);
+    let now = cluster.now();
+    cluster
+        .trace_mut()
+        .record(now, TraceLevel::Events, &[91], || {
+            "=== liveness reached ===".to_string()
+        });
+    // 3. Drain.
+    oracle.stop_new_operations();
+    let drain_start = cluster.ticks();
+    while oracle.has_operations_in_flight()
+        && cluster.ticks() - drain_start <= params.client_timeout_ticks
+    {
+        cluster.run_ticks(1)?;
+        oracle.on_events(cluster);
+        oracle.tick(cluster);
+    }
+    // 4. Whole-log checks.
+    cluster.check_all_logs()
+}
+
+/// True when every voter of the latest membership has applied `index`.
+fn voters_applied(cluster: &Cluster, index: u64) -> bool {
+    let (_, conf) = cluster.latest_conf_state();
+    conf.voters.iter().chain(&conf.voters_outgoing).all(|&id| {
+        cluster
+            .applied_index(id)
+            .is_some_and(|applied| applied >= index)
+    })
+}
+
+thread_local! {
+    /// While a run is in progress on this thread: the message of the panic caught.
+    static CAPTURING: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Installs (once per process) a panic hook that, on a thread running [`run`], keeps
+/// the panic message for the report instead of printing it; elsewhere it defers to the
+/// previous hook.
+fn install_panic_hook() {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        let previous = panic::take_hook();
+        panic::set_hook(Box::new(move |info| {
+            let captured = CAPTURING.with(|capturing| {
+                let mut capturing = capturing.borrow_mut();
+                match capturing.as_mut() {
+                    Some(message) => {
+                        let payload = info
+                            .payload()
+                            .downcast_ref::<&str>()
+                            .map(|text| text.to_string())
+                            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+                            .unwrap_or_else(|| "non-string panic payload".to_string());
+                        let location = info
+                            .location()
+                            .map(|location| format!("{}:{}", location.file(), location.line()))
+                            .unwrap_or_default();
+                        *message = format!("panicked at {location}: {payload}");
+                        true
+                    }
+                    None => false,
+                }
+            });
+            if !captured {
+                previous(info);
+            }
+        }));
+    });
+}
