@@ -10,6 +10,7 @@ pub mod quorum;
 pub mod raft;
 pub mod raw_node;
 pub mod read_only;
+pub mod replica;
 pub mod storage;
 pub mod tracker;
 pub mod types;
