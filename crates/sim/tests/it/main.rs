@@ -1,0 +1,4 @@
+//! Integration tests of concord-sim, in one binary.
+
+mod history;
+mod linearizability;
