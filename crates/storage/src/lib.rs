@@ -1,0 +1,32 @@
+#![doc = include_str!("../README.md")]
+#![deny(missing_docs)]
+
+mod batch;
+mod config;
+mod error;
+mod fs;
+mod group;
+mod inspect;
+mod log;
+mod record;
+mod replay;
+mod sim_fs;
+mod snapshot;
+mod storage;
+
+pub use batch::{GroupWrite, WriteBatch};
+pub use config::{CorruptionPolicy, LogConfig};
+pub use error::{Error, Result};
+pub use fs::{DirLock, File, FileSystem, StdFs, LOCK_FILE_NAME};
+pub use inspect::{
+    inspect, inspect_with, ConfStateReport, DataDirReport, EntryReport, GroupReport,
+    HardStateReport, InspectOptions, SegmentReport, SnapshotReport,
+};
+pub use log::{Log, LogStats};
+pub use replay::{LogCut, RecoveryReport, TornTail};
+pub use sim_fs::{SimFs, SimFsStats};
+pub use snapshot::SnapshotReader;
+pub use storage::GroupStorage;
+
+/// A raft group's id. Every record in the shared log carries one.
+pub type GroupId = u64;

@@ -1,0 +1,4 @@
+//! Integration tests of concord-storage, one binary.
+
+mod conformance;
+mod support;
