@@ -56,8 +56,12 @@ struct SimState {
     /// Namespace changes not yet made durable, oldest first.
     pending_names: Vec<NameChange>,
     dirs: BTreeSet<PathBuf>,
-    /// How many of the next syncs fail.
+    /// How many of the next syncs (of either kind) fail.
     failing_syncs: u32,
+    /// How many of the next directory syncs fail.
+    failing_dir_syncs: u32,
+    /// Crash (torn if `.1`) when a sync starts after `.0` more syncs.
+    crash_at_sync: Option<(u32, bool)>,
     /// Locked directories and the token of the guard that holds each.
     locks: BTreeMap<PathBuf, u64>,
     next_lock_token: u64,
@@ -185,6 +189,68 @@ impl SimState {
         }
     }
 
+    /// The machine loses power (see [`SimFs::crash`] and [`SimFs::crash_torn`]).
+    fn crash(&mut self, torn: bool) {
+        self.epoch += 1;
+        self.stats.crashes += 1;
+        self.locks.clear();
+        self.crash_at_sync = None;
+        let pending_names = std::mem::take(&mut self.pending_names);
+        let kept_names = if torn {
+            self.random_up_to(pending_names.len() as u64) as usize
+        } else {
+            0
+        };
+        let mut durable_names = std::mem::take(&mut self.durable_names);
+        for change in &pending_names[..kept_names] {
+            change.apply(&mut durable_names);
+        }
+        self.names = durable_names.clone();
+        self.durable_names = durable_names;
+        let ids: Vec<u64> = self.files.keys().copied().collect();
+        for id in ids {
+            let pending = std::mem::take(&mut self.file(id).pending);
+            if torn && !pending.is_empty() {
+                let kept = self.random_up_to(pending.len() as u64) as usize;
+                let torn_bytes = match pending.get(kept) {
+                    Some(FileChange::Write { data, .. }) if !data.is_empty() => {
+                        Some(self.random_up_to(data.len() as u64 - 1) as usize)
+                    }
+                    _ => None,
+                };
+                let file = self.file(id);
+                for change in &pending[..kept] {
+                    change.apply(&mut file.durable);
+                }
+                if let (Some(cut), Some(FileChange::Write { offset, data })) =
+                    (torn_bytes, pending.get(kept))
+                {
+                    write_into(&mut file.durable, *offset, &data[..cut]);
+                }
+            }
+            let file = self.file(id);
+            file.current = file.durable.clone();
+            file.handles = 0;
+        }
+        self.collect_garbage();
+    }
+
+    /// If a crash was armed for the next sync, crashes now and returns the error the
+    /// dying process would see.
+    fn maybe_crash_at_sync(&mut self) -> io::Result<()> {
+        match self.crash_at_sync {
+            Some((0, torn)) => {
+                self.crash(torn);
+                Err(io::Error::other("simulated power loss during fsync"))
+            }
+            Some((skips, torn)) => {
+                self.crash_at_sync = Some((skips - 1, torn));
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
     fn take_failing_sync(&mut self) -> bool {
         if self.failing_syncs > 0 {
             self.failing_syncs -= 1;
@@ -219,6 +285,8 @@ impl SimFs {
                 pending_names: Vec::new(),
                 dirs: BTreeSet::from([PathBuf::from("/")]),
                 failing_syncs: 0,
+                failing_dir_syncs: 0,
+                crash_at_sync: None,
                 locks: BTreeMap::new(),
                 next_lock_token: 1,
                 stats: SimFsStats::default(),
@@ -244,48 +312,7 @@ impl SimFs {
     }
 
     fn crash_with(&self, torn: bool) {
-        let mut state = self.lock_state();
-        state.epoch += 1;
-        state.stats.crashes += 1;
-        state.locks.clear();
-        let pending_names = std::mem::take(&mut state.pending_names);
-        let kept_names = if torn {
-            state.random_up_to(pending_names.len() as u64) as usize
-        } else {
-            0
-        };
-        let mut durable_names = std::mem::take(&mut state.durable_names);
-        for change in &pending_names[..kept_names] {
-            change.apply(&mut durable_names);
-        }
-        state.names = durable_names.clone();
-        state.durable_names = durable_names;
-        let ids: Vec<u64> = state.files.keys().copied().collect();
-        for id in ids {
-            let pending = std::mem::take(&mut state.file(id).pending);
-            if torn && !pending.is_empty() {
-                let kept = state.random_up_to(pending.len() as u64) as usize;
-                let torn_bytes = match pending.get(kept) {
-                    Some(FileChange::Write { data, .. }) if !data.is_empty() => {
-                        Some(state.random_up_to(data.len() as u64 - 1) as usize)
-                    }
-                    _ => None,
-                };
-                let file = state.file(id);
-                for change in &pending[..kept] {
-                    change.apply(&mut file.durable);
-                }
-                if let (Some(cut), Some(FileChange::Write { offset, data })) =
-                    (torn_bytes, pending.get(kept))
-                {
-                    write_into(&mut file.durable, *offset, &data[..cut]);
-                }
-            }
-            let file = state.file(id);
-            file.current = file.durable.clone();
-            file.handles = 0;
-        }
-        state.collect_garbage();
+        self.lock_state().crash(torn);
     }
 
     /// Flips bit `bit` (0..8) of byte `offset` of `path`, in what is stored and in what
@@ -312,6 +339,26 @@ impl SimFs {
     /// never become durable (a later sync does not save them).
     pub fn fail_next_sync(&self) {
         self.lock_state().failing_syncs += 1;
+    }
+
+    /// The machine loses power when the next `sync_data` or `sync_dir` starts: the
+    /// sync returns an error and the disk is left as [`SimFs::crash_torn`] (if `torn`)
+    /// or [`SimFs::crash`] leaves it. This is a crash in the middle of a write: what was
+    /// being written may be partly on disk.
+    pub fn crash_at_next_sync(&self, torn: bool) {
+        self.crash_at_sync(0, torn);
+    }
+
+    /// As [`SimFs::crash_at_next_sync`], but `skip` more syncs (of files or
+    /// directories) complete first.
+    pub fn crash_at_sync(&self, skip: u32, torn: bool) {
+        self.lock_state().crash_at_sync = Some((skip, torn));
+    }
+
+    /// The next `sync_dir` fails, as [`SimFs::fail_next_sync`] (file syncs are not
+    /// affected).
+    pub fn fail_next_dir_sync(&self) {
+        self.lock_state().failing_dir_syncs += 1;
     }
 
     /// Cuts `path` to `len` bytes, durably (as if a crash had torn it there).
@@ -451,6 +498,7 @@ impl File for SimFile {
 
     fn sync_data(&self) -> io::Result<()> {
         self.with_data(|state, id| {
+            state.maybe_crash_at_sync()?;
             let failed = state.take_failing_sync();
             let file = state.file(id);
             let pending = std::mem::take(&mut file.pending);
@@ -565,7 +613,13 @@ impl FileSystem for SimFs {
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         let mut state = self.lock_state();
-        let failed = state.take_failing_sync();
+        state.maybe_crash_at_sync()?;
+        let failed = if state.failing_dir_syncs > 0 {
+            state.failing_dir_syncs -= 1;
+            true
+        } else {
+            state.take_failing_sync()
+        };
         let pending = std::mem::take(&mut state.pending_names);
         let (in_dir, others): (Vec<NameChange>, Vec<NameChange>) =
             pending.into_iter().partition(|change| change.touches_dir(dir));

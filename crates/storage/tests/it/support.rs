@@ -1,12 +1,13 @@
 //! Helpers shared by the integration tests.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use concord_raft::{Entry, EntryKind, Index, LogStore, Storage, Term};
-use concord_storage::{Log, LogConfig, SimFs};
+use concord_raft::{Entry, EntryKind, HardState, Index, LogStore, MemStorage, Storage, Term};
+use concord_storage::{GroupId, Log, LogConfig, SimFs, WriteBatch};
 
 /// The data directory used on simulated disks.
 pub fn sim_dir() -> PathBuf {
@@ -111,5 +112,119 @@ impl TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// The state after one batch of a [`History`]: where the log ended and what each
+/// group held.
+pub struct Step {
+    /// The newest segment file.
+    pub segment: PathBuf,
+    /// Its length after the batch.
+    pub segment_bytes: u64,
+    /// What each group held.
+    pub models: BTreeMap<GroupId, MemStorage>,
+}
+
+/// A log written batch by batch on a simulated disk, with the expected state after each.
+pub struct History {
+    /// The disk, with every batch synced.
+    pub fs: SimFs,
+    /// The config the log was written with.
+    pub config: LogConfig,
+    /// The state after opening, then after each batch.
+    pub steps: Vec<Step>,
+}
+
+/// A small deterministic random number generator for tests (splitmix64).
+pub struct TestRng(pub u64);
+
+impl TestRng {
+    /// The next number.
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..bound`.
+    pub fn below(&mut self, bound: u64) -> u64 {
+        self.next() % bound
+    }
+}
+
+/// The newest segment file on `fs` and its length.
+pub fn newest_segment(fs: &SimFs) -> (PathBuf, u64) {
+    let path = fs
+        .paths()
+        .into_iter()
+        .filter(|path| {
+            path.file_name()
+                .and_then(|name| name.to_str())
+                .is_some_and(|name| name.starts_with("segment-"))
+        })
+        .max()
+        .expect("a segment");
+    let bytes = fs.file_bytes(&path).unwrap().len() as u64;
+    (path, bytes)
+}
+
+/// Writes `batches` batches over three groups: each appends 1 to 3 entries to one group
+/// (every seventh rewrites that group's last two entries, a conflicting suffix) and
+/// records the hard state of the next group, in the same batch.
+pub fn build_history(seed: u64, config: LogConfig, batches: usize) -> History {
+    let fs = SimFs::new(seed);
+    let log = open_sim(&fs, config.clone()).unwrap();
+    let mut rng = TestRng(seed);
+    let mut models: BTreeMap<GroupId, MemStorage> =
+        (1..=3).map(|group| (group, MemStorage::new())).collect();
+    let mut steps = Vec::new();
+    let snapshot = |fs: &SimFs, models: &BTreeMap<GroupId, MemStorage>| {
+        let (segment, segment_bytes) = newest_segment(fs);
+        Step {
+            segment,
+            segment_bytes,
+            models: models.clone(),
+        }
+    };
+    steps.push(snapshot(&fs, &models));
+    for step in 0..batches {
+        let group = 1 + step as u64 % 3;
+        let other = 1 + (step as u64 + 1) % 3;
+        let term = 1 + step as u64 / 10;
+        let last = models[&group].last_index().unwrap();
+        let first = if step % 7 == 6 && last >= 2 {
+            last - 1
+        } else {
+            last + 1
+        };
+        let count = 1 + rng.below(3) as usize;
+        let appended = entries(first, &vec![term; count], rng.below(60) as usize);
+        let hard_state = HardState {
+            term,
+            vote: other,
+            commit: models[&other].last_index().unwrap(),
+        };
+        let mut batch = WriteBatch::new();
+        batch.group(group).entries = appended.clone();
+        batch.group(other).hard_state = Some(hard_state);
+        log.write(batch).unwrap();
+        models.get_mut(&group).unwrap().append(&appended).unwrap();
+        models
+            .get_mut(&other)
+            .unwrap()
+            .set_hard_state(hard_state)
+            .unwrap();
+        steps.push(snapshot(&fs, &models));
+    }
+    History { fs, config, steps }
+}
+
+/// Asserts every group of `log` holds what `models` hold.
+pub fn assert_log_matches(log: &Log, models: &BTreeMap<GroupId, MemStorage>, context: &str) {
+    for (group, model) in models {
+        assert_same_store(model, &log.group(*group), &format!("{context}, group {group}"));
     }
 }
