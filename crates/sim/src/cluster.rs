@@ -81,6 +81,10 @@ use crate::rng::{hash_bytes, hash_words, mix64, Rng};
 use crate::storage::{NodeStorage, SimStorage};
 use crate::trace::{Trace, TraceLevel};
 
+/// Most messages in flight at once. Far above any healthy run (a few hundred); past it
+/// the run is failing to converge, and is stopped as [`CheckerKind::Runaway`].
+pub const MESSAGES_IN_FLIGHT_MAX: usize = 20_000;
+
 /// How often, in ticks, every leader is checked to hold every committed entry.
 pub const LEADER_CHECK_INTERVAL_TICKS: u64 = 16;
 
@@ -240,7 +244,7 @@ struct UpNode {
 
 enum NodeState {
     Up(Box<UpNode>),
-    Down(NodeStorage),
+    Down(Box<NodeStorage>),
     /// Momentarily out of the map while the driver works on it.
     Taken,
 }
@@ -393,7 +397,7 @@ impl Cluster {
                 SimNode {
                     incarnation: 0,
                     tick_phase: phase_rng.below(TICK_INSTANTS),
-                    state: NodeState::Down(storage),
+                    state: NodeState::Down(Box::new(storage)),
                     last_seen: (Role::Follower, 0, NO_NODE),
                 },
             );
@@ -547,6 +551,15 @@ impl Cluster {
         self.leaders().first().map(|&(id, _)| id)
     }
 
+    /// The running leader of the highest term among `ids`, if any (6.824 tests that
+    /// cut a node off ask who leads among the rest).
+    pub fn leader_among(&self, ids: &[NodeId]) -> Option<NodeId> {
+        self.leaders()
+            .into_iter()
+            .find(|(id, _)| ids.contains(id))
+            .map(|(id, _)| id)
+    }
+
     /// Node `id`'s state machine's applied index.
     pub fn applied_index(&self, id: NodeId) -> Option<Index> {
         match &self.nodes.get(&id)?.state {
@@ -689,7 +702,7 @@ impl Cluster {
                 storage = before;
             }
         }
-        node.state = NodeState::Down(storage.crash());
+        node.state = NodeState::Down(Box::new(storage.crash()));
         node.incarnation += 1;
         node.last_seen = (Role::Follower, 0, NO_NODE);
         self.stats.crashes += 1;
@@ -715,15 +728,15 @@ impl Cluster {
 
     fn start(&mut self, id: NodeId) {
         let node = self.nodes.get_mut(&id).expect("known node");
-        let NodeState::Down(mut storage) = std::mem::replace(&mut node.state, NodeState::Taken)
-        else {
+        let NodeState::Down(storage) = std::mem::replace(&mut node.state, NodeState::Taken) else {
             panic!("node {id} started while not down");
         };
+        let mut storage = *storage;
         let incarnation = node.incarnation;
         let snapshot = match storage.snapshot(0) {
             Ok(snapshot) => snapshot,
             Err(error) => {
-                node.state = NodeState::Down(storage);
+                node.state = NodeState::Down(Box::new(storage));
                 return self.fail(
                     CheckerKind::DriverContract,
                     format!("node {id}: reading its snapshot to restart: {error}"),
@@ -735,7 +748,7 @@ impl Cluster {
         let kv = match Kv::restore(snapshot.metadata.index, &snapshot.data) {
             Ok(kv) => kv,
             Err(error) => {
-                node.state = NodeState::Down(storage);
+                node.state = NodeState::Down(Box::new(storage));
                 self.fail(
                     CheckerKind::DriverContract,
                     format!("node {id}: restarting: {error}"),
@@ -751,7 +764,7 @@ impl Cluster {
         let raw = match RawNode::new(&config, storage) {
             Ok(raw) => raw,
             Err(error) => {
-                node.state = NodeState::Down(spare);
+                node.state = NodeState::Down(Box::new(spare));
                 return self.fail(
                     CheckerKind::DriverContract,
                     format!("node {id}: restart from its own storage failed: {error}"),
@@ -1015,7 +1028,7 @@ impl Cluster {
         for (&id, node) in &self.nodes {
             result = match &node.state {
                 NodeState::Up(up) => self.checkers.on_persist(id, up.raw.storage(), 0, now),
-                NodeState::Down(storage) => self.checkers.on_persist(id, storage, 0, now),
+                NodeState::Down(storage) => self.checkers.on_persist(id, storage.as_ref(), 0, now),
                 NodeState::Taken => Ok(()),
             };
             if result.is_err() {
@@ -1041,6 +1054,21 @@ impl Cluster {
             Ok(true) => Ok(self.leader().expect("checked")),
             Ok(false) => Err(format!(
                 "no leader after {ticks} ticks:\n{}",
+                self.describe()
+            )),
+            Err(violation) => Err(violation.to_string()),
+        }
+    }
+
+    /// [`Cluster::check_one_leader`] among `ids` only: a node cut off may still think it
+    /// leads.
+    pub fn check_one_leader_among(&mut self, ids: &[NodeId]) -> Result<NodeId, String> {
+        let ticks =
+            ELECTION_WAIT_ELECTION_TIMEOUTS * u64::from(self.options.config.election_timeout_ticks);
+        match self.run_until(ticks, |cluster| cluster.leader_among(ids).is_some()) {
+            Ok(true) => Ok(self.leader_among(ids).expect("checked")),
+            Ok(false) => Err(format!(
+                "no leader among {ids:?} after {ticks} ticks:\n{}",
                 self.describe()
             )),
             Err(violation) => Err(violation.to_string()),
@@ -1154,6 +1182,15 @@ impl Cluster {
             .trace
             .shows(TraceLevel::Messages)
             .then(|| describe_message(&message));
+        if self.network.in_flight_count() >= MESSAGES_IN_FLIGHT_MAX {
+            return self.fail(
+                CheckerKind::Runaway,
+                format!(
+                    "{MESSAGES_IN_FLIGHT_MAX} messages in flight: a message storm (last sent: {})",
+                    describe_message(&message)
+                ),
+            );
+        }
         let outcome = self.network.send(self.now, message);
         let code = match outcome {
             SendOutcome::Lost => 0,

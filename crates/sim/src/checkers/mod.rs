@@ -57,11 +57,14 @@ pub enum CheckerKind {
     /// The core broke the driver contract, or storage refused a write it was asked to
     /// make (applying out of order, a malformed entry, a snapshot older than the log).
     DriverContract,
+    /// The simulation exceeded a bound on its own work (a message storm, say): the run
+    /// would not finish.
+    Runaway,
 }
 
 impl CheckerKind {
     /// Every kind, in report order.
-    pub const ALL: [CheckerKind; 9] = [
+    pub const ALL: [CheckerKind; 10] = [
         CheckerKind::ElectionSafety,
         CheckerKind::LogMatching,
         CheckerKind::LeaderCompleteness,
@@ -71,6 +74,7 @@ impl CheckerKind {
         CheckerKind::Liveness,
         CheckerKind::Panic,
         CheckerKind::DriverContract,
+        CheckerKind::Runaway,
     ];
 
     /// The kebab-case name used in reports.
@@ -85,6 +89,7 @@ impl CheckerKind {
             CheckerKind::Liveness => "liveness",
             CheckerKind::Panic => "panic",
             CheckerKind::DriverContract => "driver-contract",
+            CheckerKind::Runaway => "runaway",
         }
     }
 }
@@ -181,7 +186,10 @@ impl CheckerSet {
             CheckerKind::StateMachineSafety => self.state_machine_safety,
             CheckerKind::CommittedNeverLost => self.committed_never_lost,
             CheckerKind::Linearizability => self.linearizability,
-            CheckerKind::Liveness | CheckerKind::Panic | CheckerKind::DriverContract => true,
+            CheckerKind::Liveness
+            | CheckerKind::Panic
+            | CheckerKind::DriverContract
+            | CheckerKind::Runaway => true,
         }
     }
 
