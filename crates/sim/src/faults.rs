@@ -221,10 +221,7 @@ impl FaultScheduler {
     }
 
     /// Ends the faults for the liveness phase: the network becomes reliable and whole,
-    /// every member of the latest membership runs, and nodes removed from it are shut
-    /// down for good (as an operator would; a removed node that never learnt of its
-    /// removal can otherwise disrupt elections forever without pre-vote or
-    /// check-quorum, Raft thesis §4.2.3).
+    /// and every node runs.
     pub fn heal_all(&mut self, cluster: &mut Cluster) {
         self.restarts.clear();
         cluster.heal();
@@ -234,12 +231,33 @@ impl FaultScheduler {
         network.delay_max_instants = network.delay_min_instants.max(1);
         network.slow_ppm = 0;
         cluster.set_network(network);
-        let (_, conf) = cluster.latest_conf_state();
-        let members = conf.all_nodes();
         for id in cluster.node_ids() {
-            if members.contains(&id) {
-                cluster.restart(id);
-            } else {
+            cluster.restart(id);
+        }
+    }
+
+    /// Shuts down, for good, every node outside the latest membership once every voter
+    /// of that membership has applied it, as a careful operator would (Raft thesis
+    /// §4.2.2: removed servers are shut down once the change is in force). A removed
+    /// node that never learnt of its removal could otherwise disrupt elections forever
+    /// without pre-vote or check-quorum (thesis §4.2.3).
+    /// A retired node that a later change adds back is restarted.
+    pub fn retire_removed(&mut self, cluster: &mut Cluster) {
+        let (index, conf) = cluster.latest_conf_state();
+        let members = conf.all_nodes();
+        for &id in &members {
+            cluster.restart(id);
+        }
+        let applied_everywhere = conf.voters.iter().chain(&conf.voters_outgoing).all(|&id| {
+            cluster
+                .applied_index(id)
+                .is_some_and(|applied| applied >= index)
+        });
+        if !applied_everywhere {
+            return;
+        }
+        for id in cluster.node_ids() {
+            if !members.contains(&id) && cluster.is_up(id) {
                 cluster.crash(id);
             }
         }

@@ -317,6 +317,7 @@ fn run_to_end(
         cluster.run_ticks(1)?;
         oracle.on_events(cluster);
         oracle.tick(cluster);
+        faults.retire_removed(cluster);
     }
     report.liveness_ticks = Some(cluster.ticks() - start);
     let now = cluster.now();
