@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 /// An open file. Methods take `&self` so one handle can serve concurrent positional
 /// reads while the log appends.
+#[allow(clippy::len_without_is_empty)]
 pub trait File: Send + Sync + Debug {
     /// Fills `buf` from `offset`; `UnexpectedEof` if the file ends first.
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()>;

@@ -367,14 +367,25 @@ mod tests {
         let mut group = GroupState::default();
         let entry_bytes = entries(1, &[1])[0].size_bytes();
         group.append(&entries(1, &[1, 1, 1]), span(1, 0), 1, 2 * entry_bytes, 0);
-        assert_eq!(group.cache.len(), 3, "batch 1 is not durable: nothing evicted");
+        assert_eq!(
+            group.cache.len(),
+            3,
+            "batch 1 is not durable: nothing evicted"
+        );
         group.append(&entries(4, &[2, 2]), span(4, 100), 2, 2 * entry_bytes, 1);
-        assert_eq!(group.cache.len(), 2, "batch 1 durable: evicted down to the limit");
+        assert_eq!(
+            group.cache.len(),
+            2,
+            "batch 1 durable: evicted down to the limit"
+        );
         assert_eq!(group.cache_bytes(), 2 * entry_bytes);
         let plan = group.plan_read(2, 6, u64::MAX).unwrap();
         assert_eq!(plan.disk, vec![(span(1, 0), 2, 4)]);
         assert_eq!(
-            plan.cached.iter().map(|entry| entry.index).collect::<Vec<_>>(),
+            plan.cached
+                .iter()
+                .map(|entry| entry.index)
+                .collect::<Vec<_>>(),
             vec![4, 5]
         );
         let plan = group.plan_read(4, 6, 0).unwrap();

@@ -143,7 +143,11 @@ pub fn inspect(dir: impl AsRef<Path>) -> Result<DataDirReport> {
 
 /// Inspects `dir` on `fs`. Fails with [`Error::Locked`] if a node has the directory
 /// open.
-pub fn inspect_with(fs: &dyn FileSystem, dir: &Path, options: &InspectOptions) -> Result<DataDirReport> {
+pub fn inspect_with(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    options: &InspectOptions,
+) -> Result<DataDirReport> {
     let _lock = fs.lock(dir).map_err(|error| {
         if error.kind() == std::io::ErrorKind::WouldBlock {
             Error::Locked {
@@ -366,7 +370,11 @@ impl fmt::Display for DataDirReport {
                 Some(snapshot) => writeln!(
                     f,
                     "  snapshot     index {}, term {}, {} bytes, {} ({})",
-                    snapshot.index, snapshot.term, snapshot.data_bytes, snapshot.conf_state, snapshot.file
+                    snapshot.index,
+                    snapshot.term,
+                    snapshot.data_bytes,
+                    snapshot.conf_state,
+                    snapshot.file
                 )?,
                 None => writeln!(f, "  snapshot     none")?,
             }
@@ -379,7 +387,11 @@ impl fmt::Display for DataDirReport {
                 "index", "term", "kind", "bytes"
             )?;
             if group.entries_omitted > 0 {
-                writeln!(f, "  ... {} earlier entries not shown", group.entries_omitted)?;
+                writeln!(
+                    f,
+                    "  ... {} earlier entries not shown",
+                    group.entries_omitted
+                )?;
             }
             for entry in &group.entries {
                 writeln!(

@@ -22,7 +22,7 @@ pub use inspect::{
     inspect, inspect_with, ConfStateReport, DataDirReport, EntryReport, GroupReport,
     HardStateReport, InspectOptions, SegmentReport, SnapshotReport,
 };
-pub use log::{Log, LogStats};
+pub use log::{Durable, Log, LogStats};
 pub use replay::{LogCut, RecoveryReport, TornTail};
 pub use sim_fs::{SimFs, SimFsStats};
 pub use snapshot::SnapshotReader;

@@ -163,6 +163,28 @@ impl std::fmt::Debug for Log {
     }
 }
 
+/// A submitted batch, not yet known durable ([`Log::submit`]).
+#[must_use = "a submitted batch is durable only once wait() returns Ok"]
+#[derive(Debug)]
+pub struct Durable {
+    log: Log,
+    sequence: u64,
+}
+
+impl Durable {
+    /// Returns once the batch is durable (flushing it, with everything else pending,
+    /// if no one else is). An [`Error::is_fatal`] error means the log stopped and the
+    /// batch may or may not be on disk.
+    pub fn wait(self) -> Result<()> {
+        self.log.wait_durable(self.sequence)
+    }
+
+    /// True if the batch is already durable.
+    pub fn is_durable(&self) -> bool {
+        self.log.lock_state().durable_sequence >= self.sequence
+    }
+}
+
 /// One group's part of a batch, with snapshot data already in its file.
 #[derive(Debug, Default)]
 pub(crate) struct GroupOps {
@@ -312,7 +334,11 @@ impl Log {
     /// Opens the log in `dir` on `fs`. Recovery reads every segment, checks every
     /// checksum, drops a torn tail, and refuses corruption elsewhere (see
     /// [`crate::CorruptionPolicy`]); then a new segment is started.
-    pub fn open_with(fs: Arc<dyn FileSystem>, dir: impl AsRef<Path>, config: LogConfig) -> Result<Log> {
+    pub fn open_with(
+        fs: Arc<dyn FileSystem>,
+        dir: impl AsRef<Path>,
+        config: LogConfig,
+    ) -> Result<Log> {
         config.validate()?;
         let dir = dir.as_ref().to_owned();
         fs.create_dir_all(&dir)
@@ -454,6 +480,18 @@ impl Log {
     ///
     /// An [`Error::is_fatal`] error means the log stopped: the node must restart.
     pub fn write(&self, batch: WriteBatch) -> Result<()> {
+        self.submit(batch)?.wait()
+    }
+
+    /// The first half of [`Log::write`]: checks `batch`, applies it to memory (reads see
+    /// it at once) and queues it, without waiting for the disk. The returned
+    /// [`Durable`] says when it is durable. Lets one group's driver have several
+    /// batches in flight (send `Ready::messages` while persisting, persist the next
+    /// `Ready` before the last is synced); batches become durable in submission order.
+    ///
+    /// A batch is flushed by whoever waits: wait on every `Durable` (a batch no one waits
+    /// for is written by the next flush, if any).
+    pub fn submit(&self, batch: WriteBatch) -> Result<Durable> {
         let mut ops: Vec<(GroupId, GroupOps)> = Vec::with_capacity(batch.writes.len());
         // (position in ops, metadata, data) of each snapshot to install.
         let mut installs = Vec::new();
@@ -494,7 +532,10 @@ impl Log {
             ));
         }
         if ops.is_empty() {
-            return Ok(());
+            return Ok(Durable {
+                log: self.clone(),
+                sequence: 0,
+            });
         }
         if !installs.is_empty() {
             // Check first, so a refused batch writes no snapshot file. (If a concurrent
@@ -506,8 +547,11 @@ impl Log {
                 ops[position].1.install = Some(self.write_snapshot_file(group, &metadata, &data)?);
             }
         }
-        let sequence = self.submit(ops)?;
-        self.wait_durable(sequence)
+        let sequence = self.submit_ops(ops)?;
+        Ok(Durable {
+            log: self.clone(),
+            sequence,
+        })
     }
 
     /// Removes `group` and its snapshot from the log, durably. A no-op for a group
@@ -516,7 +560,7 @@ impl Log {
         if !self.lock_state().groups.contains_key(&group) {
             return Ok(());
         }
-        let sequence = self.submit(vec![(
+        let sequence = self.submit_ops(vec![(
             group,
             GroupOps {
                 remove: true,
@@ -554,7 +598,7 @@ impl Log {
             conf_state,
         };
         let record = self.write_snapshot_file(group, &metadata, &data)?;
-        let sequence = self.submit(vec![(
+        let sequence = self.submit_ops(vec![(
             group,
             GroupOps {
                 created: Some(record),
@@ -609,7 +653,11 @@ impl Log {
         let (plan, files) = {
             let state = self.lock_state();
             let blank = GroupState::default();
-            let plan = state.groups.get(&group).unwrap_or(&blank).plan_read(low, high, max_bytes)?;
+            let plan = state
+                .groups
+                .get(&group)
+                .unwrap_or(&blank)
+                .plan_read(low, high, max_bytes)?;
             let mut files = Vec::with_capacity(plan.disk.len());
             for (span, _, _) in &plan.disk {
                 let segment = state.segments.get(&span.segment);
@@ -699,7 +747,7 @@ impl Log {
 
     /// Validates `ops`, applies them to memory and queues their records; returns the
     /// batch's sequence number (0 if there was nothing to write).
-    fn submit(&self, ops: Vec<(GroupId, GroupOps)>) -> Result<u64> {
+    fn submit_ops(&self, ops: Vec<(GroupId, GroupOps)>) -> Result<u64> {
         let mut state = self.lock_state();
         // Back-pressure: too much is waiting for the disk.
         while state.poisoned.is_none()
@@ -723,7 +771,10 @@ impl Log {
         let blank = GroupState::default();
         let mut plans = Vec::with_capacity(ops.len());
         for (group, group_ops) in &ops {
-            plans.push(validate(state.groups.get(group).unwrap_or(&blank), group_ops)?);
+            plans.push(validate(
+                state.groups.get(group).unwrap_or(&blank),
+                group_ops,
+            )?);
         }
         if ops
             .iter()
@@ -745,10 +796,10 @@ impl Log {
         let sequence = state.next_sequence;
         state.next_sequence += 1;
         let segment = state.tail_segment;
-        if !state
+        if state
             .pending
             .last()
-            .is_some_and(|chunk| chunk.segment == segment)
+            .is_none_or(|chunk| chunk.segment != segment)
         {
             state.pending.push(Chunk {
                 segment,
@@ -822,8 +873,7 @@ impl Log {
                 while count < remaining.len() {
                     let entry_bytes =
                         (record::ENTRY_HEADER_BYTES + remaining[count].data.len()) as u64;
-                    if count > 0 && payload_bytes + entry_bytes > config.entries_record_bytes_max
-                    {
+                    if count > 0 && payload_bytes + entry_bytes > config.entries_record_bytes_max {
                         break;
                     }
                     payload_bytes += entry_bytes;
@@ -997,7 +1047,10 @@ impl Log {
 
     /// One flush: writes every pending batch, fsyncs, then applies what follows from
     /// their durability (compaction floors, file and segment deletion).
-    fn flush<'a>(&'a self, mut state: MutexGuard<'a, State>) -> (MutexGuard<'a, State>, Result<()>) {
+    fn flush<'a>(
+        &'a self,
+        mut state: MutexGuard<'a, State>,
+    ) -> (MutexGuard<'a, State>, Result<()>) {
         debug_assert!(!state.flushing);
         state.flushing = true;
         let chunks = std::mem::take(&mut state.pending);
@@ -1036,7 +1089,10 @@ impl Log {
         state.stats.batches += batches;
         state.stats.flushes += 1;
         state.stats.syncs += syncs;
-        state.stats.bytes_written += chunks.iter().map(|chunk| chunk.bytes.len() as u64).sum::<u64>();
+        state.stats.bytes_written += chunks
+            .iter()
+            .map(|chunk| chunk.bytes.len() as u64)
+            .sum::<u64>();
 
         let mut files_to_delete = Vec::new();
         for effect in effects {
@@ -1112,7 +1168,9 @@ impl Log {
                     .iter()
                     .find(|(number, _)| *number == chunk.segment)
                     .map(|(_, file)| file.clone())
-                    .ok_or_else(|| Error::Poisoned(format!("no file for segment {}", path.display())))?
+                    .ok_or_else(|| {
+                        Error::Poisoned(format!("no file for segment {}", path.display()))
+                    })?
             };
             file.write_at(chunk.offset, &chunk.bytes)
                 .map_err(fatal("writing", &path))?;

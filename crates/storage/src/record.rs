@@ -230,7 +230,10 @@ fn get_u64(buf: &mut &[u8], what: &str) -> Decoded<u64> {
 
 fn finish(buf: &[u8], what: &str) -> Decoded<()> {
     if !buf.is_empty() {
-        return Err(Malformed(format!("{} trailing bytes after {what}", buf.len())));
+        return Err(Malformed(format!(
+            "{} trailing bytes after {what}",
+            buf.len()
+        )));
     }
     Ok(())
 }
@@ -327,7 +330,9 @@ pub(crate) fn decode_entry_terms(mut buf: &[u8]) -> Decoded<(Index, Vec<Term>)> 
     }
     finish(buf, "entries")?;
     if first_index == 0 || count == 0 {
-        return Err(Malformed("entries record with index 0 or no entries".into()));
+        return Err(Malformed(
+            "entries record with index 0 or no entries".into(),
+        ));
     }
     Ok((first_index, terms))
 }
@@ -622,9 +627,6 @@ mod tests {
             decode_snapshot(&out),
             Ok((SnapshotOrigin::Installed, checkpoint.snapshot))
         );
-        assert_eq!(
-            decode_segment_header(&encode_segment_header(42)),
-            Ok(42)
-        );
+        assert_eq!(decode_segment_header(&encode_segment_header(42)), Ok(42));
     }
 }

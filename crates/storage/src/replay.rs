@@ -123,8 +123,13 @@ pub(crate) fn recover(
     let mut recovered = match scan(fs, dir, &numbers, None) {
         Ok(recovered) => recovered,
         Err(corrupt) if policy == CorruptionPolicy::CutLog => {
-            let mut recovered = scan(fs, dir, &numbers, Some((corrupt.segment, corrupt.cut_offset)))
-                .map_err(|second| second.error)?;
+            let mut recovered = scan(
+                fs,
+                dir,
+                &numbers,
+                Some((corrupt.segment, corrupt.cut_offset)),
+            )
+            .map_err(|second| second.error)?;
             let path = dir.join(segment_file_name(corrupt.segment));
             let segments_deleted = numbers
                 .iter()
@@ -399,7 +404,11 @@ impl Scanner<'_> {
             let next = position + header.record_bytes() as usize;
             if position == 0 {
                 if header.kind != RecordType::SegmentHeader {
-                    return Err(corrupt(0, 0, "segment does not start with a segment header".into()));
+                    return Err(corrupt(
+                        0,
+                        0,
+                        "segment does not start with a segment header".into(),
+                    ));
                 }
                 let found = record::decode_segment_header(&bytes[record::HEADER_BYTES..next])
                     .map_err(|malformed| corrupt(0, 0, malformed.0))?;
@@ -452,8 +461,15 @@ impl Scanner<'_> {
                         }
                     }
                     let checkpoint = batches_in_segment == 0;
-                    self.apply_batch(number, &bytes, &batch, commit.sequence, checkpoint, first_segment)
-                        .map_err(|reason| corrupt(batch_start, last_good, reason))?;
+                    self.apply_batch(
+                        number,
+                        &bytes,
+                        &batch,
+                        commit.sequence,
+                        checkpoint,
+                        first_segment,
+                    )
+                    .map_err(|reason| corrupt(batch_start, last_good, reason))?;
                     self.next_sequence = Some(commit.sequence + 1);
                     self.report.batches += 1;
                     batches_in_segment += 1;
@@ -492,7 +508,8 @@ impl Scanner<'_> {
         first_segment: bool,
     ) -> std::result::Result<(), String> {
         let payload_of = |pending: &PendingRecord| {
-            &bytes[pending.payload_start..pending.payload_start + pending.header.payload_bytes as usize]
+            &bytes[pending.payload_start
+                ..pending.payload_start + pending.header.payload_bytes as usize]
         };
         let malformed = |pending: &PendingRecord, error: record::Malformed| {
             format!(
@@ -531,7 +548,9 @@ impl Scanner<'_> {
                     {
                         return Err(format!("two checkpoints of group {group}"));
                     }
-                } else if self.groups.get(&group).map(GroupState::checkpoint) != Some(checkpoint.clone()) {
+                } else if self.groups.get(&group).map(GroupState::checkpoint)
+                    != Some(checkpoint.clone())
+                {
                     return Err(format!(
                         "checkpoint of group {group} disagrees with the log before it"
                     ));
@@ -542,7 +561,12 @@ impl Scanner<'_> {
         for pending in batch {
             let group = pending.header.group;
             let payload = payload_of(pending);
-            let missing = || format!("{} record for group {group}, which has no state", pending.header.kind.name());
+            let missing = || {
+                format!(
+                    "{} record for group {group}, which has no state",
+                    pending.header.kind.name()
+                )
+            };
             match pending.header.kind {
                 RecordType::Checkpoint => {
                     return Err("checkpoint record outside a segment's first batch".into());
@@ -660,7 +684,10 @@ impl Scanner<'_> {
                 RecordType::HardState => {
                     let hard_state = record::decode_hard_state(payload)
                         .map_err(|error| malformed(pending, error))?;
-                    self.groups.entry(group).or_default().set_hard_state(hard_state);
+                    self.groups
+                        .entry(group)
+                        .or_default()
+                        .set_hard_state(hard_state);
                 }
                 RecordType::ConfState => {
                     let conf_state = record::decode_conf_state(payload)

@@ -295,7 +295,9 @@ impl SimFs {
     }
 
     fn lock_state(&self) -> MutexGuard<'_, SimState> {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The machine loses power: everything not synced is gone, open handles and locks
@@ -430,8 +432,14 @@ impl fmt::Debug for SimFile {
 }
 
 impl SimFile {
-    fn with_data<T>(&self, action: impl FnOnce(&mut SimState, u64) -> io::Result<T>) -> io::Result<T> {
-        let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    fn with_data<T>(
+        &self,
+        action: impl FnOnce(&mut SimState, u64) -> io::Result<T>,
+    ) -> io::Result<T> {
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if state.epoch != self.epoch {
             return Err(io::Error::other(format!(
                 "{}: handle opened before a simulated crash",
@@ -444,7 +452,10 @@ impl SimFile {
 
 impl Drop for SimFile {
     fn drop(&mut self) {
-        let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if state.epoch == self.epoch {
             if let Some(file) = state.files.get_mut(&self.id) {
                 file.handles -= 1;
@@ -522,7 +533,10 @@ struct SimLockGuard {
 
 impl Drop for SimLockGuard {
     fn drop(&mut self) {
-        let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if state.locks.get(&self.dir) == Some(&self.token) {
             state.locks.remove(&self.dir);
         }
@@ -621,8 +635,9 @@ impl FileSystem for SimFs {
             state.take_failing_sync()
         };
         let pending = std::mem::take(&mut state.pending_names);
-        let (in_dir, others): (Vec<NameChange>, Vec<NameChange>) =
-            pending.into_iter().partition(|change| change.touches_dir(dir));
+        let (in_dir, others): (Vec<NameChange>, Vec<NameChange>) = pending
+            .into_iter()
+            .partition(|change| change.touches_dir(dir));
         state.pending_names = others;
         if failed {
             state.collect_garbage();

@@ -252,7 +252,13 @@ impl SnapshotReader {
 
     /// Checks that the file is the one the log names, down to the data checksum.
     pub(crate) fn check_matches(&self, group: GroupId, record: &SnapshotRecord) -> Result<()> {
-        let expected = (group, record.index, record.term, record.data_bytes, record.data_crc);
+        let expected = (
+            group,
+            record.index,
+            record.term,
+            record.data_bytes,
+            record.data_crc,
+        );
         let found = (
             self.group,
             self.metadata.index,
@@ -316,7 +322,10 @@ mod tests {
         reader.check_matches(9, &record).unwrap();
         assert_eq!(reader.metadata(), &metadata);
         assert_eq!(reader.read_data().unwrap(), Bytes::from(data.clone()));
-        assert_eq!(reader.read_chunk(4, 5).unwrap(), Bytes::copy_from_slice(&data[4..9]));
+        assert_eq!(
+            reader.read_chunk(4, 5).unwrap(),
+            Bytes::copy_from_slice(&data[4..9])
+        );
         assert_eq!(reader.read_chunk(100, 5).unwrap(), Bytes::new());
         reader.verify().unwrap();
         let last = fs.file_bytes(&path).unwrap().len() as u64 - 1;

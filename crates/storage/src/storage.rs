@@ -46,7 +46,8 @@ impl GroupStorage {
 
     /// The membership a restart starts from.
     pub fn conf_state(&self) -> ConfState {
-        self.log.with_group(self.group, |state| state.conf_state.clone())
+        self.log
+            .with_group(self.group, |state| state.conf_state.clone())
     }
 
     /// Records membership durably (after the driver applies a conf change entry).

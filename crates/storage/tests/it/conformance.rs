@@ -7,8 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use concord_raft::storage::conformance;
 use concord_raft::{
-    ConfState, Entry, HardState, Index, LogStore, RaftState, Snapshot, Storage, StorageError,
-    Term,
+    ConfState, Entry, HardState, Index, LogStore, RaftState, Snapshot, Storage, StorageError, Term,
 };
 use concord_storage::{GroupStorage, Log, LogConfig, SimFs, StdFs};
 
@@ -17,7 +16,11 @@ use crate::support::{open_sim, small_config, TempDir};
 // The suite passes on a fresh log on a simulated disk, default and small limits.
 #[test]
 fn conforms_on_sim_fs() {
-    conformance::run_all(|| open_sim(&SimFs::new(1), LogConfig::default()).unwrap().group(7));
+    conformance::run_all(|| {
+        open_sim(&SimFs::new(1), LogConfig::default())
+            .unwrap()
+            .group(7)
+    });
     conformance::run_all(|| open_sim(&SimFs::new(2), small_config()).unwrap().group(7));
 }
 

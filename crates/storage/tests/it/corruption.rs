@@ -27,12 +27,19 @@ fn history() -> History {
 fn bit_flip_in_the_middle_is_refused_with_file_and_offset() {
     let history = history();
     let segment = history.steps[20].segment.clone();
-    let (start, end) = (history.steps[19].segment_bytes, history.steps[20].segment_bytes);
+    let (start, end) = (
+        history.steps[19].segment_bytes,
+        history.steps[20].segment_bytes,
+    );
     for byte in start..end {
         let fs = history.fs.fork();
         fs.flip_bit(&segment, byte, (byte % 8) as u8).unwrap();
         match open_sim(&fs, history.config.clone()) {
-            Err(Error::Corruption { path, offset, reason }) => {
+            Err(Error::Corruption {
+                path,
+                offset,
+                reason,
+            }) => {
                 assert_eq!(path, segment, "byte {byte}");
                 assert!(
                     (start..end).contains(&offset) && offset <= byte,
@@ -44,7 +51,9 @@ fn bit_flip_in_the_middle_is_refused_with_file_and_offset() {
                     reason,
                 }
                 .to_string();
-                assert!(message.contains("segment-") && message.contains(&format!("at byte {offset}")));
+                assert!(
+                    message.contains("segment-") && message.contains(&format!("at byte {offset}"))
+                );
             }
             Err(other) => panic!("byte {byte}: {other}"),
             Ok(_) => panic!("byte {byte}: corruption not detected"),
@@ -66,7 +75,11 @@ fn bit_flip_in_the_last_record_drops_the_torn_batch() {
             .unwrap_or_else(|error| panic!("byte {byte}: {error}"));
         let before = &history.steps[history.steps.len() - 2];
         assert_log_matches(&log, &before.models, &format!("byte {byte}"));
-        let torn = log.recovery().torn_tail.clone().expect("torn tail reported");
+        let torn = log
+            .recovery()
+            .torn_tail
+            .clone()
+            .expect("torn tail reported");
         assert_eq!(torn.offset, before.segment_bytes);
     }
 }
@@ -99,7 +112,8 @@ fn cut_log_policy_opens_at_the_last_good_batch() {
         .find(|step| step.segment == damaged.segment && step.segment_bytes < damaged.segment_bytes)
         .expect("a batch before it in the same segment");
     let fs = history.fs.fork();
-    fs.flip_bit(&damaged.segment, damaged.segment_bytes - 1, 1).unwrap();
+    fs.flip_bit(&damaged.segment, damaged.segment_bytes - 1, 1)
+        .unwrap();
     assert!(open_sim(&fs, history.config.clone()).is_err());
     let config = LogConfig {
         corruption_policy: CorruptionPolicy::CutLog,
@@ -108,7 +122,10 @@ fn cut_log_policy_opens_at_the_last_good_batch() {
     let log = open_sim(&fs, config).unwrap();
     assert_log_matches(&log, &before.models, "after the cut");
     let cut = log.recovery().cut.clone().expect("cut reported");
-    assert_eq!((cut.path.clone(), cut.offset), (damaged.segment.clone(), before.segment_bytes));
+    assert_eq!(
+        (cut.path.clone(), cut.offset),
+        (damaged.segment.clone(), before.segment_bytes)
+    );
     assert!(cut.corruption.contains("corrupt data in"));
     assert!(!cut.segments_deleted.is_empty());
     // Later segments are gone; the log goes on in a new segment after the cut one.
@@ -167,10 +184,15 @@ fn damage_found_when_reading_back() {
     // Entry 1's record sits right after the segment header and checkpoint.
     let segment = crate::support::newest_segment(&fs).0;
     let header_and_checkpoint = 21 + 20 + 21 + 12;
-    fs.flip_bit(&segment, header_and_checkpoint + 40, 0).unwrap();
+    fs.flip_bit(&segment, header_and_checkpoint + 40, 0)
+        .unwrap();
     match group.entries(1, 2, u64::MAX) {
         Err(StorageError::Failed(message)) => assert!(message.contains("corrupt"), "{message}"),
         other => panic!("expected a failure, got {other:?}"),
     }
-    assert_eq!(group.entries(20, 21, u64::MAX).unwrap().len(), 1, "cached entries still read");
+    assert_eq!(
+        group.entries(20, 21, u64::MAX).unwrap().len(),
+        1,
+        "cached entries still read"
+    );
 }

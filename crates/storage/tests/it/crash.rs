@@ -35,7 +35,10 @@ fn cut_at_every_byte(history: &History, final_batches: usize) -> usize {
             assert_eq!(*torn, None, "cut at byte {cut} is a batch boundary");
         } else if expected.segment == final_segment {
             let torn = torn.as_ref().expect("a torn tail is reported");
-            assert_eq!((torn.offset, torn.path.clone()), (expected.segment_bytes, final_segment.clone()));
+            assert_eq!(
+                (torn.offset, torn.path.clone()),
+                (expected.segment_bytes, final_segment.clone())
+            );
         }
         cuts += 1;
     }
@@ -91,6 +94,10 @@ fn torn_crash_after_acknowledged_batches_loses_nothing() {
         let fs = history.fs.fork();
         fs.crash_torn();
         let log = open_sim(&fs, history.config.clone()).unwrap();
-        assert_log_matches(&log, &history.steps.last().unwrap().models, &format!("seed {seed}"));
+        assert_log_matches(
+            &log,
+            &history.steps.last().unwrap().models,
+            &format!("seed {seed}"),
+        );
     }
 }

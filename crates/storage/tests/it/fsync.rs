@@ -21,7 +21,16 @@ fn failed_fsync_is_fatal_and_never_retried() {
     let mut batch = WriteBatch::new();
     batch.group(1).entries = entries(3, &[1], 10);
     let error = log.write(batch).unwrap_err();
-    assert!(matches!(error, Error::Fatal { operation: "syncing", .. }), "{error}");
+    assert!(
+        matches!(
+            error,
+            Error::Fatal {
+                operation: "syncing",
+                ..
+            }
+        ),
+        "{error}"
+    );
     assert!(error.is_fatal());
     let written_before = fs.stats().bytes_written;
     let later = group.append(&entries(4, &[1], 10));
@@ -32,8 +41,16 @@ fn failed_fsync_is_fatal_and_never_retried() {
     let mut batch = WriteBatch::new();
     batch.group(2).hard_state = Some(Default::default());
     assert!(matches!(log.write(batch), Err(Error::Poisoned(_))));
-    assert_eq!(fs.stats().data_syncs, syncs_before, "no sync after the failure");
-    assert_eq!(fs.stats().bytes_written, written_before, "nothing written after it");
+    assert_eq!(
+        fs.stats().data_syncs,
+        syncs_before,
+        "no sync after the failure"
+    );
+    assert_eq!(
+        fs.stats().bytes_written,
+        written_before,
+        "nothing written after it"
+    );
 
     // After a restart the log holds what was durable: the failed batch is gone (its
     // data was dropped with the failed sync), everything before it is there.
@@ -65,7 +82,10 @@ fn all_waiting_writers_fail_with_the_flush() {
             })
         })
         .collect();
-    let results: Vec<_> = handles.into_iter().map(|handle| handle.join().unwrap()).collect();
+    let results: Vec<_> = handles
+        .into_iter()
+        .map(|handle| handle.join().unwrap())
+        .collect();
     // The first flush fails; writers that were in it or came later all fail. None
     // succeeds after the failure.
     let failures = results.iter().filter(|result| result.is_err()).count();
@@ -89,7 +109,10 @@ fn failed_snapshot_or_directory_sync_is_fatal() {
     group.append(&entries(1, &[1, 1], 10)).unwrap();
     fs.fail_next_sync();
     let result = group.create_snapshot(1, Default::default(), bytes::Bytes::from_static(b"x"));
-    assert!(matches!(result, Err(StorageError::Failed(ref message)) if message.contains("fatal")), "{result:?}");
+    assert!(
+        matches!(result, Err(StorageError::Failed(ref message)) if message.contains("fatal")),
+        "{result:?}"
+    );
     assert!(group.append(&entries(3, &[1], 10)).is_err(), "poisoned");
 
     // The directory sync when a new segment starts.
@@ -107,7 +130,13 @@ fn failed_snapshot_or_directory_sync_is_fatal() {
     }
     let (index, error) = failed.expect("a new segment was started");
     assert!(
-        matches!(error, Error::Fatal { operation: "syncing directory", .. }),
+        matches!(
+            error,
+            Error::Fatal {
+                operation: "syncing directory",
+                ..
+            }
+        ),
         "{error}"
     );
     assert!(index > 1, "the first segment filled up first");

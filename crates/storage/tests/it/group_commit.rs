@@ -96,10 +96,45 @@ fn refused_batch_writes_nothing() {
     let mut batch = WriteBatch::new();
     batch.group(1).entries = entries(1, &[1], 10);
     batch.group(2).entries = entries(5, &[1], 10); // a gap: refused
-    assert!(matches!(log.write(batch), Err(concord_storage::Error::Unavailable)));
+    assert!(matches!(
+        log.write(batch),
+        Err(concord_storage::Error::Unavailable)
+    ));
     assert_eq!(log.group(1).last_index(), Ok(0));
     assert!(log.groups().is_empty());
     let mut group = log.group(1);
     group.append(&entries(1, &[1], 10)).unwrap();
     assert_eq!(group.last_index(), Ok(1));
+}
+
+// Submitted batches are visible to reads at once and durable in submission order: a
+// driver can keep several of one group's batches in flight and wait on them later.
+#[test]
+fn submitted_batches_pipeline_in_order() {
+    let fs = SimFs::new(11);
+    let log = open_sim(&fs, LogConfig::default()).unwrap();
+    let mut pending = Vec::new();
+    for index in 1..=5 {
+        let mut batch = WriteBatch::new();
+        batch.group(1).entries = entries(index, &[1], 20);
+        pending.push(log.submit(batch).unwrap());
+        assert_eq!(
+            log.group(1).last_index(),
+            Ok(index),
+            "visible before durable"
+        );
+    }
+    assert!(!pending[0].is_durable());
+    // Waiting on the last one flushes all of them in one write.
+    let syncs = fs.stats().data_syncs;
+    pending.pop().unwrap().wait().unwrap();
+    assert_eq!(fs.stats().data_syncs, syncs + 1);
+    for durable in pending {
+        assert!(durable.is_durable());
+        durable.wait().unwrap();
+    }
+    drop(log);
+    fs.crash();
+    let log = open_sim(&fs, LogConfig::default()).unwrap();
+    assert_eq!(log.group(1).last_index(), Ok(5));
 }

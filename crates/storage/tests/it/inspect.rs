@@ -12,7 +12,9 @@ use crate::support::TempDir;
 fn inspect_shows_groups_entries_and_summaries() {
     let dir = TempDir::new("inspect");
     let log = Log::open(dir.path(), LogConfig::default()).unwrap();
-    let mut group = log.bootstrap_group(1, ConfState::with_voters([1, 2, 3])).unwrap();
+    let mut group = log
+        .bootstrap_group(1, ConfState::with_voters([1, 2, 3]))
+        .unwrap();
     group
         .append(&[
             Entry {
@@ -48,7 +50,9 @@ fn inspect_shows_groups_entries_and_summaries() {
             commit: 4,
         })
         .unwrap();
-    log.group(7).append(&crate::support::entries(1, &[1], 5)).unwrap();
+    log.group(7)
+        .append(&crate::support::entries(1, &[1], 5))
+        .unwrap();
     drop(group);
     drop(log);
 
@@ -60,12 +64,19 @@ fn inspect_shows_groups_entries_and_summaries() {
         (1, 2, 5)
     );
     assert_eq!(
-        (first.hard_state.term, first.hard_state.vote, first.hard_state.commit),
+        (
+            first.hard_state.term,
+            first.hard_state.vote,
+            first.hard_state.commit
+        ),
         (2, 1, 4)
     );
     assert_eq!(first.conf_state.voters, vec![1, 2, 3]);
     let snapshot = first.snapshot.as_ref().unwrap();
-    assert_eq!((snapshot.index, snapshot.term, snapshot.data_bytes), (1, 1, 0));
+    assert_eq!(
+        (snapshot.index, snapshot.term, snapshot.data_bytes),
+        (1, 1, 0)
+    );
     let summaries: Vec<(&str, &str)> = first
         .entries
         .iter()

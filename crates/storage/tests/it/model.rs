@@ -18,25 +18,60 @@ use crate::support::{assert_same_store, entries, open_sim, small_config};
 
 const GROUPS: u64 = 3;
 
+/// Segments deleted over all cases (checked once: deletion is exercised).
+static DELETED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 #[derive(Clone, Debug)]
 enum Op {
     /// Append `count` entries starting `back` before the next index (negative: a gap).
-    Append { group: GroupId, back: i64, count: usize, payload: usize },
-    HardState { group: GroupId, term: u64 },
-    ConfState { group: GroupId, voters: u64 },
+    Append {
+        group: GroupId,
+        back: i64,
+        count: usize,
+        payload: usize,
+    },
+    HardState {
+        group: GroupId,
+        term: u64,
+    },
+    ConfState {
+        group: GroupId,
+        voters: u64,
+    },
     /// Snapshot at `back` before the last index.
-    CreateSnapshot { group: GroupId, back: u64 },
+    CreateSnapshot {
+        group: GroupId,
+        back: u64,
+    },
     /// Compact to `back` before the snapshot's index (negative: past it).
-    Compact { group: GroupId, back: i64 },
+    Compact {
+        group: GroupId,
+        back: i64,
+    },
     /// Install a snapshot `ahead` past the current snapshot or compaction point.
-    InstallSnapshot { group: GroupId, ahead: u64 },
+    InstallSnapshot {
+        group: GroupId,
+        ahead: u64,
+    },
     /// One batch appending to several groups and recording their hard states.
-    Batch { counts: Vec<usize> },
-    Remove { group: GroupId },
+    Batch {
+        counts: Vec<usize>,
+    },
+    Remove {
+        group: GroupId,
+    },
+    /// Every group snapshots at its last index and compacts there (lets old segments go).
+    CompactAll,
     Restart,
-    Crash { torn: bool },
+    Crash {
+        torn: bool,
+    },
     /// The power fails at the next fsync, during this append.
-    CrashDuringAppend { group: GroupId, count: usize, torn: bool },
+    CrashDuringAppend {
+        group: GroupId,
+        count: usize,
+        torn: bool,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -52,6 +87,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => proptest::collection::vec(1usize..4, 1..=GROUPS as usize)
             .prop_map(|counts| Op::Batch { counts }),
         1 => group.clone().prop_map(|group| Op::Remove { group }),
+        1 => Just(Op::CompactAll),
         1 => Just(Op::Restart),
         1 => any::<bool>().prop_map(|torn| Op::Crash { torn }),
         1 => (group, 1usize..4, any::<bool>())
@@ -81,7 +117,9 @@ impl Harness {
     fn new(seed: u64) -> Self {
         let fs = SimFs::new(seed);
         let log = open_sim(&fs, small_config()).unwrap();
-        let model = (1..=GROUPS).map(|group| (group, MemStorage::new())).collect();
+        let model = (1..=GROUPS)
+            .map(|group| (group, MemStorage::new()))
+            .collect();
         Harness {
             fs,
             log: Some(log),
@@ -101,7 +139,11 @@ impl Harness {
 
     fn check(&self, context: &str) {
         for (group, model) in &self.model {
-            assert_same_store(model, &self.log().group(*group), &format!("{context}, group {group}"));
+            assert_same_store(
+                model,
+                &self.log().group(*group),
+                &format!("{context}, group {group}"),
+            );
         }
     }
 
@@ -117,7 +159,12 @@ impl Harness {
     fn run(&mut self, op: &Op) {
         let context = format!("{op:?}");
         match op {
-            Op::Append { group, back, count, payload } => {
+            Op::Append {
+                group,
+                back,
+                count,
+                payload,
+            } => {
                 let model = self.model.get_mut(group).unwrap();
                 let next = model.last_index().unwrap() as i64 + 1 - back;
                 let first = next.max(1) as Index;
@@ -127,16 +174,30 @@ impl Harness {
                 let appended = entries(first, &vec![self.term; *count], *payload);
                 let expected = model.append(&appended);
                 let actual = self.log().group(*group).append(&appended);
-                assert!(same_outcome(&expected, &actual), "{context}: {expected:?} vs {actual:?}");
+                assert!(
+                    same_outcome(&expected, &actual),
+                    "{context}: {expected:?} vs {actual:?}"
+                );
             }
             Op::HardState { group, term } => {
-                let hard_state = HardState { term: *term, vote: *group, commit: *term };
-                self.model.get_mut(group).unwrap().set_hard_state(hard_state).unwrap();
+                let hard_state = HardState {
+                    term: *term,
+                    vote: *group,
+                    commit: *term,
+                };
+                self.model
+                    .get_mut(group)
+                    .unwrap()
+                    .set_hard_state(hard_state)
+                    .unwrap();
                 self.log().group(*group).set_hard_state(hard_state).unwrap();
             }
             Op::ConfState { group, voters } => {
                 let conf_state = ConfState::with_voters(1..=*voters);
-                self.model.get_mut(group).unwrap().set_conf_state(conf_state.clone());
+                self.model
+                    .get_mut(group)
+                    .unwrap()
+                    .set_conf_state(conf_state.clone());
                 self.log().group(*group).set_conf_state(conf_state).unwrap();
             }
             Op::CreateSnapshot { group, back } => {
@@ -145,8 +206,14 @@ impl Harness {
                 let conf_state = ConfState::with_voters([index % 3 + 1]);
                 let data = Bytes::from(format!("state of group {group} at {index}"));
                 let expected = model.create_snapshot(index, conf_state.clone(), data.clone());
-                let actual = self.log().group(*group).create_snapshot(index, conf_state, data);
-                assert!(same_outcome(&expected, &actual), "{context}: {expected:?} vs {actual:?}");
+                let actual = self
+                    .log()
+                    .group(*group)
+                    .create_snapshot(index, conf_state, data);
+                assert!(
+                    same_outcome(&expected, &actual),
+                    "{context}: {expected:?} vs {actual:?}"
+                );
                 if let (Ok(expected), Ok(actual)) = (expected, actual) {
                     assert_eq!(expected, actual, "{context}");
                 }
@@ -157,7 +224,10 @@ impl Harness {
                 let index = (snapshot_index - back).max(0) as Index;
                 let expected = model.compact(index);
                 let actual = self.log().group(*group).compact(index);
-                assert!(same_outcome(&expected, &actual), "{context}: {expected:?} vs {actual:?}");
+                assert!(
+                    same_outcome(&expected, &actual),
+                    "{context}: {expected:?} vs {actual:?}"
+                );
             }
             Op::InstallSnapshot { group, ahead } => {
                 let model = self.model.get_mut(group).unwrap();
@@ -168,7 +238,11 @@ impl Harness {
                     .index
                     .max(model.first_index().unwrap() - 1);
                 // Sometimes the same index as now: refused.
-                let index = if *ahead == 0 { current } else { current + ahead };
+                let index = if *ahead == 0 {
+                    current
+                } else {
+                    current + ahead
+                };
                 self.term += 1;
                 let snapshot = Snapshot {
                     metadata: SnapshotMetadata {
@@ -180,15 +254,26 @@ impl Harness {
                 };
                 let expected = model.apply_snapshot(snapshot.clone());
                 let actual = self.log().group(*group).apply_snapshot(snapshot);
-                assert!(same_outcome(&expected, &actual), "{context}: {expected:?} vs {actual:?}");
+                assert!(
+                    same_outcome(&expected, &actual),
+                    "{context}: {expected:?} vs {actual:?}"
+                );
             }
             Op::Batch { counts } => {
                 let mut batch = WriteBatch::new();
                 for (position, count) in counts.iter().enumerate() {
                     let group = position as GroupId + 1;
                     let model = self.model.get_mut(&group).unwrap();
-                    let appended = entries(model.last_index().unwrap() + 1, &vec![self.term; *count], 40);
-                    let hard_state = HardState { term: self.term, vote: 0, commit: *count as u64 };
+                    let appended = entries(
+                        model.last_index().unwrap() + 1,
+                        &vec![self.term; *count],
+                        40,
+                    );
+                    let hard_state = HardState {
+                        term: self.term,
+                        vote: 0,
+                        commit: *count as u64,
+                    };
                     model.append(&appended).unwrap();
                     model.set_hard_state(hard_state).unwrap();
                     batch.persist_ready(group, Some(hard_state), None, appended);
@@ -198,6 +283,28 @@ impl Harness {
             Op::Remove { group } => {
                 self.model.insert(*group, MemStorage::new());
                 self.log().remove_group(*group).unwrap();
+            }
+            Op::CompactAll => {
+                let log = self.log.clone().expect("open");
+                for group in 1..=GROUPS {
+                    let model = self.model.get_mut(&group).unwrap();
+                    let last = model.last_index().unwrap();
+                    if last > model.snapshot(0).unwrap().metadata.index {
+                        let data = Bytes::from(format!("all of group {group}"));
+                        model
+                            .create_snapshot(last, ConfState::default(), data.clone())
+                            .unwrap();
+                        log.group(group)
+                            .create_snapshot(last, ConfState::default(), data)
+                            .unwrap();
+                    }
+                    model.compact(last).unwrap();
+                    log.group(group).compact(last).unwrap();
+                }
+                DELETED.fetch_add(
+                    self.log().stats().segments_deleted,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
             }
             Op::Restart => self.reopen(),
             Op::Crash { torn } => {
@@ -211,18 +318,28 @@ impl Harness {
             Op::CrashDuringAppend { group, count, torn } => {
                 let before = self.model.clone();
                 let model = self.model.get_mut(group).unwrap();
-                let appended = entries(model.last_index().unwrap() + 1, &vec![self.term; *count], 70);
+                let appended = entries(
+                    model.last_index().unwrap() + 1,
+                    &vec![self.term; *count],
+                    70,
+                );
                 model.append(&appended).unwrap();
                 let after = self.model.clone();
                 self.fs.crash_at_next_sync(*torn);
                 let result = self.log().group(*group).append(&appended);
-                assert!(result.is_err(), "{context}: the write cannot be acknowledged");
+                assert!(
+                    result.is_err(),
+                    "{context}: the write cannot be acknowledged"
+                );
                 self.reopen();
                 // The batch was never acknowledged: it may be there whole, or not at all.
                 if self.matches(&before) {
                     self.model = before;
                 } else {
-                    assert!(self.matches(&after), "{context}: neither before nor after the batch");
+                    assert!(
+                        self.matches(&after),
+                        "{context}: neither before nor after the batch"
+                    );
                     self.model = after;
                 }
             }
@@ -246,4 +363,20 @@ proptest! {
         harness.reopen();
         harness.check("final restart");
     }
+}
+
+// The property test above does delete segments (its CompactAll lets them go).
+#[test]
+fn model_test_deletes_segments() {
+    let mut harness = Harness::new(77);
+    for _ in 0..3 {
+        for count in [4, 4, 4, 4, 4, 4, 4, 4] {
+            harness.run(&Op::Batch {
+                counts: vec![count; 3],
+            });
+        }
+        harness.run(&Op::CompactAll);
+        harness.run(&Op::Crash { torn: true });
+    }
+    assert!(DELETED.load(std::sync::atomic::Ordering::Relaxed) > 0);
 }

@@ -41,23 +41,32 @@ fn segments_are_deleted_once_every_group_is_past_them() {
     let before = segment_files(&fs).len();
     assert!(before > 5, "{before} segments");
     // Group 1 moves past everything; group 2 still needs its entries.
-    for (group, model) in [(1, &mut models[0])] {
-        let snapshot = Bytes::from_static(b"group state");
-        model.create_snapshot(190, ConfState::default(), snapshot.clone()).unwrap();
-        model.compact(190).unwrap();
-        let mut storage = log.group(group);
-        storage.create_snapshot(190, ConfState::default(), snapshot).unwrap();
-        storage.compact(190).unwrap();
-    }
+    let snapshot = Bytes::from_static(b"group state");
+    models[0]
+        .create_snapshot(190, ConfState::default(), snapshot.clone())
+        .unwrap();
+    models[0].compact(190).unwrap();
+    let mut storage = log.group(1);
+    storage
+        .create_snapshot(190, ConfState::default(), snapshot)
+        .unwrap();
+    storage.compact(190).unwrap();
     assert_eq!(segment_files(&fs).len(), before, "group 2 still needs them");
     assert_eq!(log.stats().segments_deleted, 0);
     let mut storage = log.group(2);
-    models[1].create_snapshot(150, ConfState::default(), Bytes::new()).unwrap();
+    models[1]
+        .create_snapshot(150, ConfState::default(), Bytes::new())
+        .unwrap();
     models[1].compact(150).unwrap();
-    storage.create_snapshot(150, ConfState::default(), Bytes::new()).unwrap();
+    storage
+        .create_snapshot(150, ConfState::default(), Bytes::new())
+        .unwrap();
     storage.compact(150).unwrap();
     let after = segment_files(&fs).len();
-    assert!(after < before / 2, "{before} segments before, {after} after");
+    assert!(
+        after < before / 2,
+        "{before} segments before, {after} after"
+    );
     assert_eq!(log.stats().segments_deleted, (before - after) as u64);
     drop(storage);
     drop(log);
@@ -74,7 +83,9 @@ fn segments_are_deleted_once_every_group_is_past_them() {
 fn removed_group_releases_its_segments_and_snapshot() {
     let fs = SimFs::new(2);
     let log = open_sim(&fs, small_config()).unwrap();
-    let mut group = log.bootstrap_group(4, ConfState::with_voters([1, 2, 3])).unwrap();
+    let mut group = log
+        .bootstrap_group(4, ConfState::with_voters([1, 2, 3]))
+        .unwrap();
     for index in 2..=150 {
         group.append(&entries(index, &[1], 50)).unwrap();
     }
@@ -103,8 +114,12 @@ fn old_and_orphan_snapshot_files_are_deleted() {
     let log = open_sim(&fs, small_config()).unwrap();
     let mut group = log.group(1);
     group.append(&entries(1, &[1, 1, 1, 1, 1], 10)).unwrap();
-    group.create_snapshot(2, ConfState::default(), Bytes::from_static(b"two")).unwrap();
-    group.create_snapshot(4, ConfState::default(), Bytes::from_static(b"four")).unwrap();
+    group
+        .create_snapshot(2, ConfState::default(), Bytes::from_static(b"two"))
+        .unwrap();
+    group
+        .create_snapshot(4, ConfState::default(), Bytes::from_static(b"four"))
+        .unwrap();
     let snapshot_4 = sim_dir().join(format!("snapshot-{:020}-{:020}.snap", 1, 4));
     assert_eq!(snapshot_files(&fs), vec![snapshot_4.clone()]);
     // The file of snapshot 5 is written, synced and named (two syncs), then the power
@@ -121,7 +136,10 @@ fn old_and_orphan_snapshot_files_are_deleted() {
     assert_eq!(log.recovery().removed_files, vec![orphan.clone()]);
     assert!(fs.file_bytes(&orphan).is_none());
     let snapshot = log.group(1).snapshot(0).unwrap();
-    assert_eq!((snapshot.metadata.index, snapshot.data), (4, Bytes::from_static(b"four")));
+    assert_eq!(
+        (snapshot.metadata.index, snapshot.data),
+        (4, Bytes::from_static(b"four"))
+    );
     assert_eq!(snapshot_files(&fs), vec![snapshot_4]);
 }
 
@@ -145,7 +163,11 @@ fn memory_per_group_is_bounded() {
     }
     assert_same_store(&model, &group, "read back from disk");
     // 124 bytes per entry (100 of payload, 24 counted for its header): 4 fit in 500.
-    assert_eq!(group.entries(10, 20, 500).unwrap().len(), 4, "max_bytes holds on disk reads");
+    assert_eq!(
+        group.entries(10, 20, 500).unwrap().len(),
+        4,
+        "max_bytes holds on disk reads"
+    );
 }
 
 // A bootstrapped group starts exactly as MemStorage::with_conf_state, durably, and

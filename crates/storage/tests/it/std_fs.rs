@@ -44,7 +44,10 @@ fn torn_tail_on_disk_is_dropped() {
         .unwrap();
     let log = Log::open(dir.path(), LogConfig::default()).unwrap();
     let torn = log.recovery().torn_tail.clone().expect("torn tail");
-    assert_eq!((torn.path, torn.offset, torn.bytes_dropped), (segment.clone(), length, 10));
+    assert_eq!(
+        (torn.path, torn.offset, torn.bytes_dropped),
+        (segment.clone(), length, 10)
+    );
     assert_eq!(std::fs::metadata(&segment).unwrap().len(), length);
     let mut group = log.group(1);
     assert_eq!(group.last_index(), Ok(3));

@@ -75,13 +75,21 @@ pub fn assert_same_store<A: LogStore, B: LogStore>(expected: &A, actual: &B, con
         expected.term(compacted),
         "{context}: term of the compaction point"
     );
-    assert_eq!(all_entries(actual), all_entries(expected), "{context}: entries");
+    assert_eq!(
+        all_entries(actual),
+        all_entries(expected),
+        "{context}: entries"
+    );
     assert_eq!(
         actual.initial_state(),
         expected.initial_state(),
         "{context}: initial state"
     );
-    assert_eq!(actual.snapshot(0), expected.snapshot(0), "{context}: snapshot");
+    assert_eq!(
+        actual.snapshot(0),
+        expected.snapshot(0),
+        "{context}: snapshot"
+    );
 }
 
 /// A directory under the system temp dir, removed when dropped.
@@ -225,6 +233,10 @@ pub fn build_history(seed: u64, config: LogConfig, batches: usize) -> History {
 /// Asserts every group of `log` holds what `models` hold.
 pub fn assert_log_matches(log: &Log, models: &BTreeMap<GroupId, MemStorage>, context: &str) {
     for (group, model) in models {
-        assert_same_store(model, &log.group(*group), &format!("{context}, group {group}"));
+        assert_same_store(
+            model,
+            &log.group(*group),
+            &format!("{context}, group {group}"),
+        );
     }
 }
