@@ -1,0 +1,35 @@
+//! concord's wire formats: the `.proto` files under `proto/` and the Rust code that
+//! tonic and prost generate from them.
+//!
+//! - [`transport`] (`concord.transport.v1`): the peer transport. One bidirectional
+//!   `PeerTransport.Stream` per node pair carries `MessageBatch`es of raft messages
+//!   for all groups; the receiver answers with cumulative `StreamAck`s.
+//! - [`api`] (`concord.api.v1`): the client and admin service `Raft` (propose, read,
+//!   status, members, join, leave, learners, promotion, removal, leader transfer).
+//!   Errors are gRPC statuses carrying an `ErrorDetail` in a google.rpc.Status-shaped
+//!   `RpcStatus`.
+//!
+//! The code is built with protox (no `protoc` anywhere). This crate knows nothing of
+//! concord's raft types; `concord-node` converts between the two and rejects
+//! malformed input.
+#![deny(missing_docs)]
+
+/// The peer transport: raft messages between nodes (`concord.transport.v1`).
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod transport {
+    tonic::include_proto!("concord.transport.v1");
+}
+
+/// The client and admin service (`concord.api.v1`).
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod api {
+    tonic::include_proto!("concord.api.v1");
+
+    /// The type URL of an [`ErrorDetail`] packed in an [`RpcStatus`]'s details.
+    pub const ERROR_DETAIL_TYPE_URL: &str = "type.googleapis.com/concord.api.v1.ErrorDetail";
+}
+
+/// The encoded `FileDescriptorSet` of every concord `.proto` file (with imports), for
+/// gRPC reflection and tools.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/concord_descriptor_set.bin"));
