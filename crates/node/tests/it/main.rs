@@ -1,0 +1,8 @@
+//! concord-node integration tests: the gRPC transport over real loopback sockets,
+//! the fault-injecting and in-memory transports, and the client service round trip.
+
+mod faults;
+mod garbage;
+mod grpc_transport;
+mod service;
+mod support;

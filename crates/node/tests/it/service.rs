@@ -1,0 +1,402 @@
+//! The client service end to end: `RaftClient` → gRPC → `RaftService` → a fake
+//! `RaftApi`, served by `service::serve` next to the peer transport.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use concord_node::client::{ClientConfig, RaftClient};
+use concord_node::service::{
+    serve, ApiError, GroupStatus, JoinTicket, Member, MemberRole, ProposeResponse, RaftApi,
+    RaftService, ReadMode,
+};
+use concord_node::transport::grpc::TransportServer;
+use concord_node::transport::{inbox, TransportConfig, TransportMetrics};
+use concord_raft::{NodeId, Role};
+
+use crate::support::{bind, within, RunningServer};
+
+/// The group every fake serves.
+const GROUP: u64 = 1;
+/// A group whose every call takes longer than any client waits.
+const SLOW_GROUP: u64 = 13;
+
+/// A node that answers from memory. It leads `GROUP` unless `redirect` names another
+/// node, in which case it answers `NotLeader` pointing there.
+struct FakeNode {
+    id: NodeId,
+    address: String,
+    redirect: Mutex<Option<(NodeId, Option<String>)>>,
+    log: Mutex<Vec<Bytes>>,
+    calls: Mutex<Vec<String>>,
+}
+
+impl FakeNode {
+    fn member(&self) -> Member {
+        Member {
+            id: self.id,
+            address: self.address.clone(),
+            role: MemberRole::Voter,
+        }
+    }
+
+    /// Records the call and answers whether this node may serve it.
+    async fn admit(&self, group: u64, call: String) -> Result<(), ApiError> {
+        self.calls.lock().unwrap().push(call);
+        if group == SLOW_GROUP {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        }
+        if group != GROUP {
+            return Err(ApiError::GroupNotFound { group });
+        }
+        match self.redirect.lock().unwrap().clone() {
+            Some((leader, address)) => Err(ApiError::NotLeader {
+                leader: Some(leader),
+                address,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    fn calls(&self) -> Vec<String> {
+        self.calls.lock().unwrap().clone()
+    }
+}
+
+impl RaftApi for FakeNode {
+    async fn propose(&self, group: u64, data: Bytes) -> Result<ProposeResponse, ApiError> {
+        self.admit(group, format!("propose {data:?}")).await?;
+        let mut log = self.log.lock().unwrap();
+        log.push(data.clone());
+        let mut response = data.to_vec();
+        response.reverse();
+        Ok(ProposeResponse {
+            response: response.into(),
+            index: log.len() as u64,
+            term: 3,
+        })
+    }
+
+    async fn read(&self, group: u64, query: Bytes, mode: ReadMode) -> Result<Bytes, ApiError> {
+        self.admit(group, format!("read {query:?} {mode:?}"))
+            .await?;
+        let log = self.log.lock().unwrap();
+        Ok(Bytes::from(format!("{} entries", log.len())))
+    }
+
+    async fn status(&self, group: u64) -> Result<GroupStatus, ApiError> {
+        self.admit(group, "status".into()).await?;
+        Ok(GroupStatus {
+            group,
+            node_id: self.id,
+            role: Role::Leader,
+            term: 3,
+            leader: Some(self.member()),
+            commit: 5,
+            applied: 4,
+            members: vec![self.member()],
+        })
+    }
+
+    async fn request_join(
+        &self,
+        group: u64,
+        node_id: NodeId,
+        address: String,
+    ) -> Result<JoinTicket, ApiError> {
+        self.admit(group, format!("request_join {node_id} {address}"))
+            .await?;
+        Ok(JoinTicket {
+            group,
+            node_id,
+            members: vec![
+                self.member(),
+                Member {
+                    id: node_id,
+                    address,
+                    role: MemberRole::Learner,
+                },
+            ],
+            leader: Some(self.member()),
+        })
+    }
+
+    async fn leave(&self, group: u64, node_id: NodeId) -> Result<(), ApiError> {
+        self.admit(group, format!("leave {node_id}")).await
+    }
+
+    async fn add_learner(
+        &self,
+        group: u64,
+        node_id: NodeId,
+        address: String,
+    ) -> Result<(), ApiError> {
+        self.admit(group, format!("add_learner {node_id} {address}"))
+            .await
+    }
+
+    async fn promote(&self, group: u64, node_id: NodeId) -> Result<(), ApiError> {
+        self.admit(group, format!("promote {node_id}")).await
+    }
+
+    async fn remove(&self, group: u64, node_id: NodeId) -> Result<(), ApiError> {
+        self.admit(group, format!("remove {node_id}")).await
+    }
+
+    async fn transfer_leader(&self, group: u64, target: NodeId) -> Result<(), ApiError> {
+        self.admit(group, format!("transfer_leader {target}")).await
+    }
+}
+
+/// A fake node served over gRPC on a loopback port.
+struct Served {
+    node: Arc<FakeNode>,
+    server: RunningServer,
+}
+
+impl Served {
+    async fn start(id: NodeId) -> Served {
+        let (listener, address) = bind().await;
+        let node = Arc::new(FakeNode {
+            id,
+            address: address.to_string(),
+            redirect: Mutex::new(None),
+            log: Mutex::new(Vec::new()),
+            calls: Mutex::new(Vec::new()),
+        });
+        let config = TransportConfig::default();
+        let (sender, _receiver) = inbox(&config);
+        let transport =
+            TransportServer::new(id, config, sender, Arc::new(TransportMetrics::default()));
+        let service = RaftService::from_arc(node.clone());
+        let server = RunningServer::spawn(move |stopped| {
+            serve(listener, transport, service, async move {
+                let _ = stopped.await;
+            })
+        });
+        Served { node, server }
+    }
+
+    fn address(&self) -> String {
+        self.node.address.clone()
+    }
+
+    fn redirect_to(&self, other: &Served) {
+        *self.node.redirect.lock().unwrap() = Some((other.node.id, Some(other.address())));
+    }
+}
+
+/// Every call of the client reaches the node with its arguments intact and every
+/// answer comes back intact: propose, read in both modes, status, members, join,
+/// leave, learners, promotion, removal, leader transfer.
+#[tokio::test]
+async fn client_round_trips_every_call() {
+    let leader = Served::start(1).await;
+    let client = within("connect", RaftClient::connect(leader.address()))
+        .await
+        .unwrap();
+
+    let applied = within("propose", client.propose(GROUP, Bytes::from_static(b"abc")))
+        .await
+        .unwrap();
+    assert_eq!(
+        applied,
+        ProposeResponse {
+            response: Bytes::from_static(b"cba"),
+            index: 1,
+            term: 3
+        }
+    );
+    let read = within(
+        "read",
+        client.read(GROUP, Bytes::from_static(b"q"), ReadMode::Linearizable),
+    )
+    .await
+    .unwrap();
+    assert_eq!(read, Bytes::from_static(b"1 entries"));
+    within(
+        "stale read",
+        client.read(GROUP, Bytes::from_static(b"s"), ReadMode::Stale),
+    )
+    .await
+    .unwrap();
+
+    let status = within("status", client.status(GROUP)).await.unwrap();
+    assert_eq!(
+        (status.node_id, status.role, status.commit, status.applied),
+        (1, Role::Leader, 5, 4)
+    );
+    assert_eq!(status.leader, Some(leader.node.member()));
+    let members = within("members", client.members(GROUP)).await.unwrap();
+    assert_eq!(members, vec![leader.node.member()]);
+
+    let ticket = within("join", client.request_join(GROUP, 4, "127.0.0.1:7004"))
+        .await
+        .unwrap();
+    assert_eq!(ticket.node_id, 4);
+    assert_eq!(ticket.members[1].role, MemberRole::Learner);
+    assert_eq!(ticket.leader, Some(leader.node.member()));
+
+    within(
+        "add_learner",
+        client.add_learner(GROUP, 5, "127.0.0.1:7005"),
+    )
+    .await
+    .unwrap();
+    within("promote", client.promote(GROUP, 5)).await.unwrap();
+    within("transfer", client.transfer_leader(GROUP, 5))
+        .await
+        .unwrap();
+    within("remove", client.remove(GROUP, 5)).await.unwrap();
+    within("leave", client.leave(GROUP, 4)).await.unwrap();
+
+    assert_eq!(
+        leader.node.calls(),
+        vec![
+            "propose b\"abc\"",
+            "read b\"q\" Linearizable",
+            "read b\"s\" Stale",
+            "status",
+            "status",
+            "request_join 4 127.0.0.1:7004",
+            "add_learner 5 127.0.0.1:7005",
+            "promote 5",
+            "transfer_leader 5",
+            "remove 5",
+            "leave 4",
+        ]
+    );
+    leader.server.stop().await;
+}
+
+/// A client connected to a follower follows its `NotLeader` answer to the leader's
+/// address, and sends the group's next calls straight to the leader.
+#[tokio::test]
+async fn client_follows_not_leader_redirects() {
+    let follower = Served::start(1).await;
+    let leader = Served::start(2).await;
+    follower.redirect_to(&leader);
+    let client = within("connect", RaftClient::connect(follower.address()))
+        .await
+        .unwrap();
+
+    let applied = within("propose", client.propose(GROUP, Bytes::from_static(b"x")))
+        .await
+        .unwrap();
+    assert_eq!(applied.index, 1);
+    assert_eq!(client.address_for(GROUP), leader.address());
+    within(
+        "second propose",
+        client.propose(GROUP, Bytes::from_static(b"y")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        follower.node.calls().len(),
+        1,
+        "the second call went straight to the leader"
+    );
+    assert_eq!(leader.node.calls().len(), 2);
+
+    // A group the client knows no leader for still starts at the seed address.
+    assert_eq!(client.address_for(GROUP + 1), follower.address());
+    follower.server.stop().await;
+    leader.server.stop().await;
+}
+
+/// Two nodes that each name the other as leader cannot trap the client: it gives up
+/// after `redirects_max` redirects with the last `NotLeader`.
+#[tokio::test]
+async fn redirects_are_bounded() {
+    let one = Served::start(1).await;
+    let two = Served::start(2).await;
+    one.redirect_to(&two);
+    two.redirect_to(&one);
+    let config = ClientConfig {
+        redirects_max: 3,
+        ..ClientConfig::default()
+    };
+    let client = within("connect", RaftClient::connect_with(one.address(), config))
+        .await
+        .unwrap();
+    let error = within("propose", client.propose(GROUP, Bytes::new()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            ApiError::NotLeader {
+                leader: Some(_),
+                address: Some(_)
+            }
+        ),
+        "{error}"
+    );
+    assert_eq!(
+        one.node.calls().len() + two.node.calls().len(),
+        4,
+        "one call plus three redirects"
+    );
+    one.server.stop().await;
+    two.server.stop().await;
+}
+
+/// Errors reach the client as the same `ApiError`: an unknown group, a `NotLeader`
+/// without an address (nothing to follow), a request the service refuses before the
+/// node sees it, a call that outlives the request timeout, an unreachable node.
+#[tokio::test]
+async fn errors_reach_the_client_intact() {
+    let node = Served::start(1).await;
+    let config = ClientConfig {
+        request_timeout_ms: 200,
+        ..ClientConfig::default()
+    };
+    let client = within("connect", RaftClient::connect_with(node.address(), config))
+        .await
+        .unwrap();
+
+    assert_eq!(
+        within("unknown group", client.status(99)).await,
+        Err(ApiError::GroupNotFound { group: 99 })
+    );
+
+    *node.node.redirect.lock().unwrap() = Some((7, None));
+    assert_eq!(
+        within("no address", client.promote(GROUP, 3)).await,
+        Err(ApiError::NotLeader {
+            leader: Some(7),
+            address: None
+        })
+    );
+    *node.node.redirect.lock().unwrap() = None;
+
+    let calls_before = node.node.calls().len();
+    let refused = within("node id 0", client.add_learner(GROUP, 0, "127.0.0.1:1")).await;
+    assert!(
+        matches!(refused, Err(ApiError::InvalidRequest(_))),
+        "{refused:?}"
+    );
+    let refused = within("no address", client.request_join(GROUP, 4, "")).await;
+    assert!(
+        matches!(refused, Err(ApiError::InvalidRequest(_))),
+        "{refused:?}"
+    );
+    assert_eq!(
+        node.node.calls().len(),
+        calls_before,
+        "refused before reaching the node"
+    );
+
+    let start = Instant::now();
+    assert_eq!(
+        within("slow call", client.propose(SLOW_GROUP, Bytes::new())).await,
+        Err(ApiError::Timeout)
+    );
+    assert!(start.elapsed() < Duration::from_secs(5));
+
+    let (listener, dead) = bind().await;
+    drop(listener);
+    let unreachable = within("dead address", RaftClient::connect(dead.to_string())).await;
+    assert!(matches!(unreachable, Err(ApiError::Unavailable(_))));
+    node.server.stop().await;
+}
