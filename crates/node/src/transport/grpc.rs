@@ -321,6 +321,7 @@ async fn pump(
                     return StreamEnd::Lost("stream closed while sending".into());
                 }
                 count(&link.metrics.sent, messages);
+                count(&link.metrics.batches_sent, 1);
             }
         }
     }
@@ -577,6 +578,7 @@ async fn receive_stream(
             }
         };
         totals.batches_received += 1;
+        count(&inner.metrics.batches_received, 1);
         let sender_changed = peer.is_some_and(|peer| peer != batch.from_node);
         if batch.from_node == 0 || sender_changed {
             count(
@@ -663,6 +665,82 @@ fn check_message(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
+    use concord_raft::{Entry, EntryKind, Message, MessageKind};
+
+    fn link(config: TransportConfig) -> (PeerLink, mpsc::Sender<GroupMessage>) {
+        let (sender, queue) = mpsc::channel(1000);
+        let link = PeerLink {
+            node_id: 1,
+            peer_id: 2,
+            address: "unused".into(),
+            config,
+            metrics: Arc::new(TransportMetrics::default()),
+            queue,
+        };
+        (link, sender)
+    }
+
+    fn append(payload_bytes: usize) -> GroupMessage {
+        let mut message = Message::new(MessageKind::Append, 1, 2, 1);
+        message.entries.push(Entry {
+            term: 1,
+            index: 1,
+            kind: EntryKind::Normal,
+            data: Bytes::from(vec![0u8; payload_bytes]),
+        });
+        (1, message)
+    }
+
+    /// Batches take what is queued up to `batch_messages_max` messages, or until they
+    /// reach `batch_bytes_max` bytes (overshooting by at most the last message, which
+    /// the receiver's frame limit allows for); messages over `message_bytes_max` are
+    /// dropped and counted without ending the batch.
+    #[test]
+    fn batches_respect_the_limits() {
+        let config = TransportConfig {
+            batch_messages_max: 4,
+            batch_bytes_max: 2_500,
+            message_bytes_max: 5_000,
+            ..TransportConfig::default()
+        };
+        let frame_bytes_max = config.frame_bytes_max();
+        let (mut link, queue) = link(config);
+
+        for _ in 0..9 {
+            queue.try_send(append(10)).unwrap();
+        }
+        let sizes: Vec<usize> = (0..3)
+            .map(|_| {
+                let first = link.queue.try_recv().unwrap();
+                take_batch(&mut link, first).messages.len()
+            })
+            .collect();
+        assert_eq!(sizes, vec![4, 4, 1], "by message count");
+
+        for payload_bytes in [1_000, 1_000, 1_000, 1_000] {
+            queue.try_send(append(payload_bytes)).unwrap();
+        }
+        let first = link.queue.try_recv().unwrap();
+        let batch = take_batch(&mut link, first);
+        assert_eq!(
+            batch.messages.len(),
+            3,
+            "by bytes: stops once 2500 are reached"
+        );
+        assert!(batch.encoded_len() <= frame_bytes_max);
+        link.queue.try_recv().unwrap();
+
+        queue.try_send(append(10)).unwrap();
+        queue.try_send(append(6_000)).unwrap();
+        queue.try_send(append(10)).unwrap();
+        let first = link.queue.try_recv().unwrap();
+        let batch = take_batch(&mut link, first);
+        assert_eq!(batch.messages.len(), 2, "the oversized message is left out");
+        assert_eq!(batch.from_node, 1);
+        assert_eq!(link.metrics.snapshot().dropped_too_large, 1);
+        assert!(link.queue.try_recv().is_err());
+    }
 
     /// Backoff delays stay within [d/2, d], double up to the maximum, and start over
     /// after a reset.

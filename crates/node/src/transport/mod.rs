@@ -176,6 +176,8 @@ pub fn inbox(config: &TransportConfig) -> (mpsc::Sender<Inbound>, mpsc::Receiver
 pub struct TransportMetrics {
     /// Messages handed to a peer's stream.
     pub sent: AtomicU64,
+    /// Batches handed to peer streams (`sent / batches_sent` is the mean batch size).
+    pub batches_sent: AtomicU64,
     /// Messages dropped because the peer's send queue was full.
     pub dropped_queue_full: AtomicU64,
     /// Messages dropped on send for exceeding `message_bytes_max`.
@@ -186,6 +188,8 @@ pub struct TransportMetrics {
     pub dropped_stream_broken: AtomicU64,
     /// Messages received and delivered to the inbox.
     pub received: AtomicU64,
+    /// Batches received from peer streams.
+    pub batches_received: AtomicU64,
     /// Received messages dropped because the inbox was full (or closed).
     pub dropped_inbox_full: AtomicU64,
     /// Received messages (or whole frames) refused for exceeding `message_bytes_max`
@@ -205,11 +209,13 @@ pub struct TransportMetrics {
 #[allow(missing_docs)] // Each field is the counter of the same name in TransportMetrics.
 pub struct TransportMetricsSnapshot {
     pub sent: u64,
+    pub batches_sent: u64,
     pub dropped_queue_full: u64,
     pub dropped_too_large: u64,
     pub dropped_no_peer: u64,
     pub dropped_stream_broken: u64,
     pub received: u64,
+    pub batches_received: u64,
     pub dropped_inbox_full: u64,
     pub refused_too_large: u64,
     pub refused_garbage: u64,
@@ -223,11 +229,13 @@ impl TransportMetrics {
         let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         TransportMetricsSnapshot {
             sent: read(&self.sent),
+            batches_sent: read(&self.batches_sent),
             dropped_queue_full: read(&self.dropped_queue_full),
             dropped_too_large: read(&self.dropped_too_large),
             dropped_no_peer: read(&self.dropped_no_peer),
             dropped_stream_broken: read(&self.dropped_stream_broken),
             received: read(&self.received),
+            batches_received: read(&self.batches_received),
             dropped_inbox_full: read(&self.dropped_inbox_full),
             refused_too_large: read(&self.refused_too_large),
             refused_garbage: read(&self.refused_garbage),
@@ -239,14 +247,16 @@ impl TransportMetrics {
 
 impl TransportMetricsSnapshot {
     /// `(name, value)` for every counter, in declaration order, for a metrics page.
-    pub fn fields(&self) -> [(&'static str, u64); 11] {
+    pub fn fields(&self) -> [(&'static str, u64); 13] {
         [
             ("sent", self.sent),
+            ("batches_sent", self.batches_sent),
             ("dropped_queue_full", self.dropped_queue_full),
             ("dropped_too_large", self.dropped_too_large),
             ("dropped_no_peer", self.dropped_no_peer),
             ("dropped_stream_broken", self.dropped_stream_broken),
             ("received", self.received),
+            ("batches_received", self.batches_received),
             ("dropped_inbox_full", self.dropped_inbox_full),
             ("refused_too_large", self.refused_too_large),
             ("refused_garbage", self.refused_garbage),

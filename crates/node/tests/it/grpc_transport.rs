@@ -60,8 +60,12 @@ async fn endpoints_exchange_batches_for_several_groups() {
         let counters = endpoint.counters();
         assert_eq!(counters.sent, total);
         assert_eq!(counters.received, total);
+        // At most 8 messages a batch; batches are formed from whatever was queued.
+        assert!(counters.batches_sent >= total / 8 && counters.batches_sent <= total);
         assert_eq!(counters.refused_garbage + counters.refused_too_large, 0);
     }
+    assert_eq!(one.counters().batches_sent, two.counters().batches_received);
+    assert_eq!(two.counters().batches_sent, one.counters().batches_received);
     one.shutdown().await;
     two.shutdown().await;
 }
