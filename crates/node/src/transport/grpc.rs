@@ -262,7 +262,10 @@ async fn open_stream(
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_millis(config.keepalive_interval_ms))
         .keep_alive_timeout(Duration::from_millis(config.keepalive_timeout_ms))
-        .keep_alive_while_idle(true);
+        .keep_alive_while_idle(true)
+        // Size HTTP/2 flow-control windows to the link (BDP estimate), so appends and
+        // snapshot chunks of a megabyte are not throttled by the 64 KiB default.
+        .http2_adaptive_window(true);
     let channel: Channel = tokio::time::timeout(connect_timeout, endpoint.connect())
         .await
         .map_err(|_| "connect timed out".to_string())?
@@ -491,12 +494,13 @@ impl TransportServer {
     }
 }
 
-/// A tonic server builder with the transport's timings (TCP_NODELAY, HTTP/2
-/// keep-alive), for a node's one server hosting both the peer transport and the
-/// client service.
+/// A tonic server builder with the transport's settings (TCP_NODELAY, HTTP/2
+/// keep-alive, adaptive flow-control windows), for a node's one server hosting both
+/// the peer transport and the client service.
 pub fn server_builder(config: &TransportConfig) -> Server {
     Server::builder()
         .tcp_nodelay(true)
+        .http2_adaptive_window(Some(true))
         .http2_keepalive_interval(Some(Duration::from_millis(config.keepalive_interval_ms)))
         .http2_keepalive_timeout(Some(Duration::from_millis(config.keepalive_timeout_ms)))
 }

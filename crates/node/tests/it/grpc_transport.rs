@@ -241,3 +241,41 @@ async fn unknown_groups_are_delivered() {
     one.shutdown().await;
     two.shutdown().await;
 }
+
+/// A full-size InstallSnapshot chunk (1 MiB, the core's default chunk size) crosses
+/// the default limits intact, membership and all, between ordinary messages.
+#[tokio::test]
+async fn snapshot_chunks_travel_intact() {
+    use concord_raft::{ConfState, Message, MessageKind, SnapshotChunk, SnapshotMetadata};
+    let one = Endpoint::start(1, TransportConfig::default()).await;
+    let mut two = Endpoint::start(2, TransportConfig::default()).await;
+    one.learn(&two);
+    let mut snapshot = Message::new(MessageKind::Snapshot, 1, 2, 4);
+    snapshot.snapshot = Some(Box::new(SnapshotChunk {
+        metadata: SnapshotMetadata {
+            index: 1_000,
+            term: 3,
+            conf_state: ConfState {
+                voters: vec![1, 2],
+                learners: vec![3],
+                ..ConfState::default()
+            },
+        },
+        offset: 1 << 20,
+        total_bytes: 3 << 20,
+        data: bytes::Bytes::from((0..1 << 20).map(|i| i as u8).collect::<Vec<u8>>()),
+    }));
+    one.transport.send(
+        2,
+        vec![
+            (5, heartbeat(1, 2, 1)),
+            (5, snapshot.clone()),
+            (5, heartbeat(1, 2, 2)),
+        ],
+    );
+    assert_eq!(two.next().await.message.commit, 1);
+    assert_eq!(two.next().await.message, snapshot);
+    assert_eq!(two.next().await.message.commit, 2);
+    one.shutdown().await;
+    two.shutdown().await;
+}
