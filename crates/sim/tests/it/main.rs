@@ -1,4 +1,8 @@
 //! Integration tests of concord-sim, in one binary.
 
+mod harness;
 mod history;
 mod linearizability;
+mod planted_bugs;
+mod sim_faults;
+mod sweep;

@@ -1,0 +1,163 @@
+//! MIT 6.824 Raft lab scenarios on the `Cluster` harness: the first few ported, as
+//! examples for porting the rest. Every checker runs throughout each of them.
+
+use bytes::Bytes;
+use concord_sim::cluster::{Cluster, ClusterOptions};
+use concord_sim::network::NetworkConfig;
+use concord_sim::trace::Trace;
+
+fn command(n: u64) -> Bytes {
+    Bytes::from(format!("command {n}"))
+}
+
+/// Election timeout of the default config, in ticks.
+const ELECTION_TIMEOUT_TICKS: u64 = 10;
+
+// 6.824 TestInitialElection2A: three nodes elect one leader; without failures the
+// leader and its term stay put.
+#[test]
+fn initial_election() {
+    let mut cluster = Cluster::new(3, |_| {}, 1);
+    let leader = cluster.check_one_leader().unwrap();
+    let term = cluster.term(leader).unwrap();
+    cluster.run_ticks(5 * ELECTION_TIMEOUT_TICKS).unwrap();
+    assert_eq!(cluster.leader(), Some(leader));
+    for id in cluster.node_ids() {
+        assert_eq!(
+            cluster.term(id),
+            Some(term),
+            "node {id} changed term without failures"
+        );
+    }
+}
+
+// 6.824 TestReElection2A: a new leader is elected when the old one is cut off; the
+// old one rejoining does not disturb it; without a quorum no leader is elected.
+#[test]
+fn re_election() {
+    let mut cluster = Cluster::new(3, |_| {}, 2);
+    let leader1 = cluster.check_one_leader().unwrap();
+    cluster.disconnect(leader1);
+    let leader2 = cluster
+        .check_one_leader_among(&others(&cluster, &[leader1]))
+        .unwrap();
+    assert_ne!(leader2, leader1);
+    cluster.connect(leader1);
+    let leader3 = cluster.check_one_leader().unwrap();
+    assert_eq!(cluster.leaders().len(), 1, "{:?}", cluster.leaders());
+    cluster.disconnect(leader3);
+    let follower = (leader3 % 3) + 1;
+    cluster.disconnect(follower);
+    cluster.run_ticks(4 * ELECTION_TIMEOUT_TICKS).unwrap();
+    let remaining = others(&cluster, &[leader3, follower])[0];
+    assert!(
+        cluster.leader_among(&[remaining]).is_none(),
+        "a lone node became leader:\n{}",
+        cluster.describe()
+    );
+    cluster.connect(follower);
+    cluster.check_one_leader().unwrap();
+}
+
+fn others(cluster: &Cluster, excluded: &[u64]) -> Vec<u64> {
+    cluster
+        .node_ids()
+        .into_iter()
+        .filter(|id| !excluded.contains(id))
+        .collect()
+}
+
+// 6.824 TestBasicAgree2B and TestFailAgree2B: commands commit on every connected node,
+// a disconnected follower does not stop progress, and it catches up when it returns.
+#[test]
+fn agreement_despite_a_disconnected_follower() {
+    let mut cluster = Cluster::new(3, |_| {}, 3);
+    for n in 1..=3 {
+        cluster.one(command(n), 3, false).unwrap();
+    }
+    let leader = cluster.check_one_leader().unwrap();
+    let follower = (leader % 3) + 1;
+    cluster.disconnect(follower);
+    for n in 4..=7 {
+        cluster.one(command(n), 2, false).unwrap();
+    }
+    cluster.connect(follower);
+    let index = cluster.one(command(8), 3, true).unwrap();
+    let (count, data) = cluster.committed_count(index);
+    assert_eq!((count, data), (3, Some(command(8))));
+}
+
+// 6.824 TestFailNoAgree2B: with a majority cut off the leader commits nothing, and
+// after healing the group commits again.
+#[test]
+fn no_agreement_without_a_majority() {
+    let mut cluster = Cluster::new(5, |_| {}, 4);
+    cluster.one(command(10), 5, false).unwrap();
+    let leader = cluster.check_one_leader().unwrap();
+    let cut: Vec<u64> = others(&cluster, &[leader]).into_iter().take(3).collect();
+    for &id in &cut {
+        cluster.disconnect(id);
+    }
+    let position = cluster.propose_on(leader, command(20)).unwrap();
+    cluster.run_ticks(4 * ELECTION_TIMEOUT_TICKS).unwrap();
+    assert_eq!(
+        cluster.committed_count(position.index).0,
+        0,
+        "committed without a majority"
+    );
+    for &id in &cut {
+        cluster.connect(id);
+    }
+    cluster.one(command(30), 5, true).unwrap();
+}
+
+// 6.824 TestPersist12C: every node crashes and restarts from its storage alone, and
+// the group goes on committing with the log intact.
+#[test]
+fn crash_and_restart_everyone() {
+    let mut cluster = Cluster::new(3, |_| {}, 5);
+    let first = cluster.one(command(11), 3, true).unwrap();
+    for id in cluster.node_ids() {
+        cluster.crash(id);
+    }
+    for id in cluster.node_ids() {
+        cluster.restart(id);
+    }
+    cluster.one(command(12), 3, true).unwrap();
+    assert_eq!(cluster.committed_count(first).1, Some(command(11)));
+}
+
+// 6.824 TestSnapshotInstall2D (shape): a follower cut off while the others snapshot and
+// compact past its log catches up by InstallSnapshot, sent in chunks, over a lossy
+// network.
+#[test]
+fn lagging_follower_catches_up_by_snapshot() {
+    let mut options = ClusterOptions::new(3, 6);
+    options.config.snapshot_chunk_bytes_max = 16;
+    let mut cluster = Cluster::with_options(options, Trace::quiet());
+    let leader = cluster.check_one_leader().unwrap();
+    let follower = (leader % 3) + 1;
+    cluster.disconnect(follower);
+    let mut last = 0;
+    for n in 0..30 {
+        last = cluster.one(command(n), 2, true).unwrap();
+    }
+    for id in others(&cluster, &[follower]) {
+        assert!(cluster.snapshot(id, 0), "node {id} did not snapshot");
+    }
+    cluster.set_network(NetworkConfig::unreliable());
+    cluster.connect(follower);
+    let caught_up = cluster
+        .run_until(50 * ELECTION_TIMEOUT_TICKS, |cluster| {
+            cluster.applied_index(follower) >= Some(last)
+        })
+        .unwrap();
+    assert!(
+        caught_up,
+        "follower {follower} did not catch up:\n{}",
+        cluster.describe()
+    );
+    assert!(cluster.stats().snapshots_installed >= 1);
+    cluster.set_unreliable(false);
+    cluster.one(command(100), 3, true).unwrap();
+}
