@@ -2,6 +2,7 @@
 
 mod harness;
 mod history;
+mod lab;
 mod linearizability;
 mod planted_bugs;
 mod sim_faults;
