@@ -10,6 +10,7 @@ mod inspect;
 mod log;
 mod record;
 mod replay;
+mod sim;
 mod sim_fs;
 mod snapshot;
 mod storage;
@@ -24,6 +25,7 @@ pub use inspect::{
 };
 pub use log::{Durable, Log, LogStats};
 pub use replay::{LogCut, RecoveryReport, TornTail};
+pub use sim::{SimGroupStorage, SIM_DATA_DIR};
 pub use sim_fs::{SimFs, SimFsStats};
 pub use snapshot::SnapshotReader;
 pub use storage::GroupStorage;

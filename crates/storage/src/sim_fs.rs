@@ -7,6 +7,7 @@
 //! them: [`SimFs::crash`] keeps only what was synced, and [`SimFs::crash_torn`] also keeps
 //! a seeded-random prefix of each file's unsynced writes, cutting the last one kept at
 //! a random byte (a torn write), and a random prefix of the unsynced directory changes.
+//! [`SimFs::crash_at_sync`] loses power in the middle of a write (when a sync starts).
 //! [`SimFs::flip_bit`] damages stored data; [`SimFs::fail_next_sync`] makes a sync fail
 //! the way Linux does: the unsynced data is never made durable by a later sync.
 //!
