@@ -208,6 +208,9 @@ pub struct Progress {
     pub inflights: Inflights,
     /// A learner: receives the log, does not vote.
     pub is_learner: bool,
+    /// The highest commit index sent to the node (in an append or heartbeat). Lets the
+    /// leader skip commit-only appends the node does not need.
+    pub commit_sent: Index,
 }
 
 impl Progress {
@@ -226,6 +229,7 @@ impl Progress {
             probe_sent: false,
             inflights: Inflights::new(inflight_messages_max, inflight_bytes_max),
             is_learner: false,
+            commit_sent: 0,
         }
     }
 

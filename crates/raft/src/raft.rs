@@ -583,7 +583,7 @@ impl<S: Storage> Raft<S> {
                 let _ = self.propose(std::iter::once(leave.encode()), EntryKind::ConfChange);
             }
             if self.maybe_commit() {
-                self.broadcast_append();
+                self.broadcast_commit();
             } else {
                 self.broadcast_append_if_not_paused();
             }
@@ -601,6 +601,31 @@ impl<S: Storage> Raft<S> {
                 self.maybe_send_append(id, true);
             }
         }
+    }
+
+    /// Tells followers a new commit index. A follower with appends in flight learns it
+    /// from the next append or heartbeat; one with nothing in flight gets an append now
+    /// (empty if it is up to date), so an idle group applies without waiting for a
+    /// heartbeat. Under load this sends nothing extra.
+    fn broadcast_commit(&mut self) {
+        let ids: Vec<NodeId> = self.tracker.progress.keys().copied().collect();
+        for id in ids {
+            if id == self.id {
+                continue;
+            }
+            self.maybe_send_commit(id);
+        }
+    }
+
+    /// Sends `to` what it has not got: entries if any, else — when nothing is in
+    /// flight to carry it — the commit index it has not been told.
+    fn maybe_send_commit(&mut self, to: NodeId) {
+        let Some(progress) = self.tracker.progress.get(&to) else {
+            return;
+        };
+        let needs_commit =
+            progress.inflights.count() == 0 && progress.commit_sent < self.log.committed();
+        self.maybe_send_append(to, needs_commit);
     }
 
     fn broadcast_append_if_not_paused(&mut self) {
@@ -653,6 +678,7 @@ impl<S: Storage> Raft<S> {
         append.commit = self.log.committed();
         if let Some(progress) = self.tracker.progress.get_mut(&to) {
             progress.sent_entries(last_index, count, bytes);
+            progress.commit_sent = progress.commit_sent.max(append.commit.min(last_index));
         }
         self.send(append);
         true
@@ -722,6 +748,9 @@ impl<S: Storage> Raft<S> {
             // Never tell a follower to commit past what it is known to have: it may not
             // have those entries yet.
             heartbeat.commit = matched.min(self.log.committed());
+            if let Some(progress) = self.tracker.progress.get_mut(&id) {
+                progress.commit_sent = progress.commit_sent.max(heartbeat.commit);
+            }
             // Our clock at sending, echoed back, so the lease starts no later than this.
             heartbeat.index = self.now_ticks;
             heartbeat.context = context.clone();
@@ -768,7 +797,7 @@ impl<S: Storage> Raft<S> {
             None => false,
         };
         if updated && self.maybe_commit() {
-            self.broadcast_append();
+            self.broadcast_commit();
         }
     }
 
@@ -1112,9 +1141,13 @@ impl<S: Storage> Raft<S> {
         }
         let matched = self.tracker.progress[&from].matched;
         if self.maybe_commit() {
-            self.broadcast_append();
+            self.broadcast_commit();
         } else if was_paused {
             self.maybe_send_append(from, false);
+        } else {
+            // Nothing new committed, but this follower may have missed an earlier
+            // commit while its appends were in flight.
+            self.maybe_send_commit(from);
         }
         // Keep the pipeline full.
         while self.maybe_send_append(from, false) {}

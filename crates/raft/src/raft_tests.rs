@@ -1050,3 +1050,49 @@ fn lease_read_answers_at_once_only_within_lease() {
         .iter()
         .any(|m| m.kind == MessageKind::Heartbeat && m.context.as_ref() == b"late"));
 }
+
+/// Raft paper §5.3 (commit index carried by later appends): when the commit index
+/// moves, a follower with appends still in flight is not sent a commit-only append (the
+/// next append or heartbeat carries it); a follower with nothing in flight gets exactly
+/// one, so an idle group applies without waiting for a heartbeat.
+#[test]
+fn commit_only_appends_go_to_idle_followers_once() {
+    let mut net = Network::new(&[1, 2, 3], |_| {});
+    net.elect(1);
+    net.node(1).propose(Bytes::from_static(b"x")).unwrap();
+    let appends = handle_ready(net.node(1)).messages;
+    assert_eq!(
+        kinds(&appends),
+        vec![(MessageKind::Append, 2, 2), (MessageKind::Append, 3, 2)]
+    );
+    // Only node 2 answers: its ack commits index 3.
+    net.node(2).step(appends[0].clone()).unwrap();
+    let ack_2 = outbox(net.node(2));
+    net.node(1).step(ack_2[0].clone()).unwrap();
+    assert_eq!(net.node(1).status().commit, 3);
+    let after_commit = handle_ready(net.node(1)).messages;
+    let summary: Vec<_> = after_commit
+        .iter()
+        .map(|m| (m.kind, m.to, m.entries.len(), m.commit))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![(MessageKind::Append, 2, 0, 3)],
+        "node 3 still has an append in flight"
+    );
+    // Node 3's ack arrives later: it has not been told of commit 3, so it gets one now.
+    net.node(3).step(appends[1].clone()).unwrap();
+    let ack_3 = outbox(net.node(3));
+    net.node(1).step(ack_3[0].clone()).unwrap();
+    let after_late_ack = handle_ready(net.node(1)).messages;
+    let summary: Vec<_> = after_late_ack
+        .iter()
+        .map(|m| (m.kind, m.to, m.entries.len(), m.commit))
+        .collect();
+    assert_eq!(summary, vec![(MessageKind::Append, 3, 0, 3)]);
+    // Node 2 acknowledges the commit-only append: nothing more to send.
+    net.node(2).step(after_commit[0].clone()).unwrap();
+    let ack = outbox(net.node(2));
+    net.node(1).step(ack[0].clone()).unwrap();
+    assert!(handle_ready(net.node(1)).messages.is_empty());
+}
