@@ -1,0 +1,1405 @@
+//! The raft loop: one per node, on its own thread, owning every group's `RawNode`.
+//!
+//! A turn: wait for an input (a request, a peer message, a tick, the end of the
+//! write in flight, a snapshot from an apply task), drain every other input already
+//! queued (up to `turn_inputs_max` of each), propose each group's queued proposals as
+//! one `propose_batch` and its queued reads as one `read_index`, then — if no write is
+//! in flight — take the `Ready` of every group touched, send its `messages` at once,
+//! and put every durable part into one `WriteBatch`, submitted to the log while the
+//! loop goes back to taking inputs. When the batch is durable the loop sends the
+//! `persisted_messages`, hands committed entries, snapshots and confirmed reads to the
+//! apply tasks, and calls `advance` on each group in the batch (crates/raft/README.md,
+//! steps 3 to 6). Outgoing messages are collected per peer and sent once per turn.
+//!
+//! The loop runs on a thread of its own (a current-thread tokio runtime) so nothing
+//! else in the process — state machines, gRPC handlers, user tasks — can delay
+//! heartbeats and elections.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use concord_raft::{
+    ConfChange, ConfState, Entry, EntryKind, HardState, Index, LogStore, Message, MessageKind,
+    NodeId, RawNode, ReadState, Role, Snapshot, Term, NO_NODE,
+};
+use concord_storage::{Log, WriteBatch};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::apply::{self, ApplyEvent, ApplyItem, ApplyOp, ApplyStart, ProposeReply, ReadRequest};
+use crate::config::NodeConfig;
+use crate::framing::{self, Addresses, Payload};
+use crate::metrics::{GroupMetrics, NodeMetrics};
+use crate::service::{ApiError, MemberRole};
+use crate::state_machine::{StateMachine, StateMachineFactory};
+use crate::storage::GroupStore;
+use crate::transport::{GroupMessage, Inbound, Transport};
+use crate::GroupId;
+
+/// Most distinct unknown groups the loop remembers having warned about (one warning
+/// each; then only the metric counts).
+const UNKNOWN_GROUP_WARNINGS_MAX: usize = 1024;
+/// Most Ready rounds `drain_group` runs to hand out every committed entry.
+const DRAIN_ROUNDS_MAX: usize = 10_000;
+
+/// A membership or leadership request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum AdminOp {
+    AddLearner { node: NodeId, address: String },
+    Promote { node: NodeId },
+    Remove { node: NodeId },
+    TransferLeader { target: NodeId },
+    Campaign,
+}
+
+/// A group ready to be run by the loop: storage, state machine restored to `applied`.
+pub(crate) struct LoadedGroup {
+    pub group: GroupId,
+    pub store: GroupStore,
+    pub state_machine: Box<dyn StateMachine>,
+    pub applied: Index,
+    pub conf_state: ConfState,
+    pub addresses: Addresses,
+}
+
+/// A group taken out of the loop (force_new_cluster): everything committed was handed
+/// to its apply task.
+pub(crate) struct DetachedGroup {
+    pub store: GroupStore,
+    pub apply: mpsc::UnboundedSender<ApplyItem>,
+    pub apply_task: Option<JoinHandle<()>>,
+    pub hard_state: HardState,
+}
+
+/// One node's view of a group, for status and the admin paths.
+pub(crate) struct RaftView {
+    pub status: concord_raft::Status,
+    pub addresses: Addresses,
+}
+
+/// What the loop is asked to do.
+pub(crate) enum Request {
+    Propose {
+        group: GroupId,
+        data: Bytes,
+        reply: ProposeReply,
+    },
+    Read {
+        group: GroupId,
+        query: Bytes,
+        reply: apply::ReadReply,
+    },
+    Admin {
+        group: GroupId,
+        op: AdminOp,
+        reply: oneshot::Sender<Result<(), ApiError>>,
+    },
+    View {
+        group: GroupId,
+        reply: oneshot::Sender<Result<RaftView, ApiError>>,
+    },
+    Load {
+        loaded: Box<LoadedGroup>,
+        reply: oneshot::Sender<Result<(), ApiError>>,
+    },
+    Unload {
+        group: GroupId,
+        reply: oneshot::Sender<Result<Option<DetachedGroup>, ApiError>>,
+    },
+    Shutdown,
+}
+
+/// Entries a group's apply task can reach directly (stale reads), kept by the loop.
+pub(crate) struct GroupEntry {
+    pub apply: mpsc::UnboundedSender<ApplyItem>,
+    pub metrics: Arc<GroupMetrics>,
+}
+
+/// The groups the node hosts, shared with the handle.
+pub(crate) type Registry = Mutex<HashMap<GroupId, GroupEntry>>;
+
+/// A proposal waiting for its entry to be handed out.
+struct Waiter {
+    index: Index,
+    term: Term,
+    reply: ProposeReply,
+    proposed_at: Instant,
+}
+
+/// A membership change waiting to be applied.
+struct AdminWaiter {
+    index: Index,
+    term: Term,
+    reply: oneshot::Sender<Result<(), ApiError>>,
+}
+
+/// What is left of a Ready once its durable part is submitted.
+struct Held {
+    persisted_messages: Vec<Message>,
+    committed_entries: Vec<Entry>,
+    read_states: Vec<ReadState>,
+    snapshot: Option<Snapshot>,
+}
+
+struct Group {
+    id: GroupId,
+    raw: RawNode<GroupStore>,
+    apply: mpsc::UnboundedSender<ApplyItem>,
+    apply_task: Option<JoinHandle<()>>,
+    metrics: Arc<GroupMetrics>,
+    /// Proposals queued this turn.
+    proposals: Vec<(Bytes, ProposeReply)>,
+    /// Proposals in the log, in index order, until their entry is handed out.
+    // Invariant: indexes strictly increase front to back.
+    waiters: VecDeque<Waiter>,
+    admin_waiters: Vec<AdminWaiter>,
+    /// Reads queued this turn.
+    reads: Vec<ReadRequest>,
+    /// Reads asked of the core, by context, with the tick they were asked at.
+    pending_reads: HashMap<u64, (u64, Vec<ReadRequest>)>,
+    addresses: Addresses,
+    conf_state: ConfState,
+    role: Role,
+    leader: NodeId,
+    /// Queued in the loop's dirty list.
+    dirty: bool,
+    /// Queued in the loop's list of groups with proposals or reads.
+    queued: bool,
+    held: Option<Held>,
+    /// Compact the log to this index with the next write.
+    pending_compact: Option<Index>,
+}
+
+/// A write batch on its way to disk.
+struct InFlight {
+    done: JoinHandle<Result<(), String>>,
+    groups: Vec<GroupId>,
+    submitted_at: Instant,
+}
+
+/// Why the loop woke.
+enum Event {
+    Durable(Result<Result<(), String>, tokio::task::JoinError>),
+    Request(Option<Request>),
+    Inbound(Option<Inbound>),
+    Apply(Option<ApplyEvent>),
+    SnapshotStored {
+        group: GroupId,
+        index: Index,
+        result: Result<(), String>,
+    },
+    Tick,
+}
+
+/// Everything the loop starts with.
+pub(crate) struct LoopStart {
+    pub config: NodeConfig,
+    pub requests: mpsc::Receiver<Request>,
+    pub inbox: mpsc::Receiver<Inbound>,
+    pub transport: Arc<dyn Transport>,
+    pub log: Option<Log>,
+    pub metrics: Arc<NodeMetrics>,
+    pub registry: Arc<Registry>,
+    pub factory: Arc<dyn StateMachineFactory>,
+    pub runtime: tokio::runtime::Handle,
+    pub groups: Vec<LoadedGroup>,
+    pub seed: u64,
+}
+
+pub(crate) struct RaftLoop {
+    node_id: NodeId,
+    config: NodeConfig,
+    groups: HashMap<GroupId, Group>,
+    requests: mpsc::Receiver<Request>,
+    inbox: mpsc::Receiver<Inbound>,
+    apply_events: mpsc::UnboundedReceiver<ApplyEvent>,
+    apply_events_sender: mpsc::UnboundedSender<ApplyEvent>,
+    stored: mpsc::UnboundedReceiver<(GroupId, Index, Result<(), String>)>,
+    stored_sender: mpsc::UnboundedSender<(GroupId, Index, Result<(), String>)>,
+    transport: Arc<dyn Transport>,
+    log: Option<Log>,
+    metrics: Arc<NodeMetrics>,
+    registry: Arc<Registry>,
+    factory: Arc<dyn StateMachineFactory>,
+    runtime: tokio::runtime::Handle,
+    outbox: HashMap<NodeId, Vec<GroupMessage>>,
+    /// Addresses handed to the transport.
+    peers: HashMap<NodeId, String>,
+    dirty: Vec<GroupId>,
+    queued: Vec<GroupId>,
+    in_flight: Option<InFlight>,
+    /// Requests that wait for the write in flight to finish (unloading a group in it).
+    deferred: Vec<Request>,
+    next_read_context: u64,
+    ticks: u64,
+    read_timeout_ticks: u64,
+    seed: u64,
+    /// Snapshots being written by blocking tasks; shutdown waits for them (they hold
+    /// the log).
+    storing_snapshots: usize,
+    shutting_down: bool,
+    /// Set when storage failed: the node stops.
+    fatal: Option<String>,
+    warned_unknown_groups: HashSet<GroupId>,
+}
+
+impl RaftLoop {
+    pub(crate) fn new(start: LoopStart) -> Self {
+        let (apply_events_sender, apply_events) = mpsc::unbounded_channel();
+        let (stored_sender, stored) = mpsc::unbounded_channel();
+        let read_timeout_ticks = start.config.read_timeout_ms / start.config.tick_interval_ms + 1;
+        let mut raft_loop = RaftLoop {
+            node_id: start.config.node_id,
+            config: start.config,
+            groups: HashMap::new(),
+            requests: start.requests,
+            inbox: start.inbox,
+            apply_events,
+            apply_events_sender,
+            stored,
+            stored_sender,
+            transport: start.transport,
+            log: start.log,
+            metrics: start.metrics,
+            registry: start.registry,
+            factory: start.factory,
+            runtime: start.runtime,
+            outbox: HashMap::new(),
+            peers: HashMap::new(),
+            dirty: Vec::new(),
+            queued: Vec::new(),
+            in_flight: None,
+            deferred: Vec::new(),
+            next_read_context: 1,
+            ticks: 0,
+            read_timeout_ticks,
+            seed: start.seed,
+            storing_snapshots: 0,
+            shutting_down: false,
+            fatal: None,
+            warned_unknown_groups: HashSet::new(),
+        };
+        for loaded in start.groups {
+            let group = loaded.group;
+            if let Err(error) = raft_loop.load(loaded) {
+                tracing::error!(node = raft_loop.node_id, group, %error, "cannot start group");
+            }
+        }
+        raft_loop
+    }
+
+    /// Runs the loop until shutdown (or a storage failure).
+    pub(crate) async fn run(mut self) {
+        let mut ticker = tokio::time::interval(Duration::from_millis(self.config.tick_interval_ms));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let turn_inputs_max = self.config.turn_inputs_max as usize;
+        loop {
+            let event = tokio::select! {
+                biased;
+                done = wait_in_flight(&mut self.in_flight) => Event::Durable(done),
+                stored = self.stored.recv() => match stored {
+                    Some((group, index, result)) => Event::SnapshotStored { group, index, result },
+                    None => continue,
+                },
+                request = self.requests.recv(), if !self.shutting_down => Event::Request(request),
+                inbound = self.inbox.recv() => Event::Inbound(inbound),
+                event = self.apply_events.recv() => Event::Apply(event),
+                _ = ticker.tick() => Event::Tick,
+            };
+            self.metrics.turns.fetch_add(1, Ordering::Relaxed);
+            match event {
+                Event::Durable(result) => {
+                    let result = result.unwrap_or_else(|error| Err(error.to_string()));
+                    self.finish_batch(result);
+                }
+                Event::Request(Some(request)) => self.handle_request(request),
+                Event::Request(None) => self.shutting_down = true,
+                Event::Inbound(Some(inbound)) => self.step(inbound),
+                Event::Inbound(None) => {}
+                Event::Apply(Some(event)) => self.handle_apply_event(event),
+                Event::Apply(None) => {}
+                Event::SnapshotStored {
+                    group,
+                    index,
+                    result,
+                } => self.snapshot_stored(group, index, result),
+                Event::Tick => self.tick(),
+            }
+            if !self.shutting_down {
+                for _ in 0..turn_inputs_max {
+                    match self.requests.try_recv() {
+                        Ok(request) => self.handle_request(request),
+                        Err(_) => break,
+                    }
+                }
+            }
+            for _ in 0..turn_inputs_max {
+                match self.inbox.try_recv() {
+                    Ok(inbound) => self.step(inbound),
+                    Err(_) => break,
+                }
+            }
+            self.flush_queued();
+            if self.in_flight.is_none() {
+                self.start_batch();
+            }
+            self.flush_outbox();
+            let settled = self.in_flight.is_none() && self.storing_snapshots == 0;
+            if self.fatal.is_some() || (self.shutting_down && settled) {
+                break;
+            }
+        }
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        let reason = match &self.fatal {
+            Some(reason) => format!("node stopped: {reason}"),
+            None => "node shutting down".to_string(),
+        };
+        while let Ok(request) = self.requests.try_recv() {
+            fail_request(request, ApiError::Unavailable(reason.clone()));
+        }
+        for request in std::mem::take(&mut self.deferred) {
+            fail_request(request, ApiError::Unavailable(reason.clone()));
+        }
+        let ids: Vec<GroupId> = self.groups.keys().copied().collect();
+        for id in ids {
+            if let Some(mut group) = self.groups.remove(&id) {
+                fail_group_requests(&mut group, &reason);
+            }
+        }
+        crate::lock(&self.registry).clear();
+    }
+
+    // ---------------------------------------------------------------------------------
+    // Groups.
+
+    fn load(&mut self, loaded: LoadedGroup) -> Result<(), ApiError> {
+        let LoadedGroup {
+            group: id,
+            store,
+            state_machine,
+            applied,
+            conf_state,
+            addresses,
+        } = loaded;
+        if self.groups.contains_key(&id) {
+            return Err(ApiError::InvalidRequest(format!(
+                "group {id} already runs on this node"
+            )));
+        }
+        let seed = self.seed ^ id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let raw = RawNode::new(&self.config.raft_config(applied, seed), store)
+            .map_err(|error| ApiError::Internal(format!("starting group {id}: {error}")))?;
+        let metrics = self.metrics.group(id);
+        metrics.term.store(raw.term(), Ordering::Relaxed);
+        metrics.commit.store(raw.status().commit, Ordering::Relaxed);
+        metrics.set_role(raw.role());
+        let (apply_sender, apply_receiver) = mpsc::unbounded_channel();
+        let start = ApplyStart {
+            group: id,
+            node_id: self.node_id,
+            state_machine,
+            applied,
+            conf_state: conf_state.clone(),
+            addresses: addresses.clone(),
+            snapshot_interval_entries: self.config.snapshot_interval_entries,
+            factory: self.factory.clone(),
+            group_metrics: metrics.clone(),
+            node_metrics: self.metrics.clone(),
+            events: self.apply_events_sender.clone(),
+        };
+        let apply_task = self.runtime.spawn(apply::run(start, apply_receiver));
+        crate::lock(&self.registry).insert(
+            id,
+            GroupEntry {
+                apply: apply_sender.clone(),
+                metrics: metrics.clone(),
+            },
+        );
+        tracing::info!(
+            node = self.node_id,
+            group = id,
+            term = raw.term(),
+            applied,
+            voters = ?conf_state.voters,
+            learners = ?conf_state.learners,
+            "group started"
+        );
+        let group = Group {
+            id,
+            role: raw.role(),
+            leader: raw.leader(),
+            raw,
+            apply: apply_sender,
+            apply_task: Some(apply_task),
+            metrics,
+            proposals: Vec::new(),
+            waiters: VecDeque::new(),
+            admin_waiters: Vec::new(),
+            reads: Vec::new(),
+            pending_reads: HashMap::new(),
+            addresses,
+            conf_state,
+            dirty: false,
+            queued: false,
+            held: None,
+            pending_compact: None,
+        };
+        for (&node, address) in &group.addresses {
+            learn_peer(
+                &mut self.peers,
+                &*self.transport,
+                self.node_id,
+                node,
+                address,
+            );
+        }
+        self.groups.insert(id, group);
+        self.mark_dirty(id);
+        Ok(())
+    }
+
+    /// Takes a group out of the loop. With `keep`, everything committed is handed to
+    /// its apply task first and the group's storage and apply task are returned.
+    fn unload(&mut self, id: GroupId) -> Result<DetachedGroup, ApiError> {
+        let mut group = self
+            .groups
+            .remove(&id)
+            .ok_or(ApiError::GroupNotFound { group: id })?;
+        crate::lock(&self.registry).remove(&id);
+        self.metrics.remove_group(id);
+        let drained = self.drain_group(&mut group);
+        fail_group_requests(&mut group, "group unloaded");
+        drained?;
+        tracing::warn!(
+            node = self.node_id,
+            group = id,
+            term = group.raw.term(),
+            "group unloaded"
+        );
+        let hard_state = HardState {
+            term: group.raw.term(),
+            vote: group.raw.status().vote,
+            commit: group.raw.status().commit,
+        };
+        Ok(DetachedGroup {
+            apply: group.apply.clone(),
+            apply_task: group.apply_task.take(),
+            store: group.raw.into_storage(),
+            hard_state,
+        })
+    }
+
+    /// Persists and hands out every Ready of `group` synchronously until none is left
+    /// (for unloading: whatever is committed reaches the apply task).
+    fn drain_group(&mut self, group: &mut Group) -> Result<(), ApiError> {
+        for _ in 0..DRAIN_ROUNDS_MAX {
+            if !group.raw.has_ready() {
+                return Ok(());
+            }
+            let mut ready = group.raw.ready();
+            let messages = std::mem::take(&mut ready.messages);
+            queue_messages(&mut self.outbox, group.id, messages);
+            let snapshot = ready.snapshot.clone();
+            let entries = std::mem::take(&mut ready.entries);
+            let persisted = match group.raw.storage_mut().memory_mut() {
+                Some(memory) => GroupStore::persist_in_memory(
+                    memory,
+                    ready.hard_state,
+                    snapshot,
+                    &entries,
+                    None,
+                )
+                .map_err(|error| error.to_string()),
+                None => {
+                    let mut batch = WriteBatch::new();
+                    batch.persist_ready(group.id, ready.hard_state, snapshot, entries);
+                    match &self.log {
+                        Some(log) => log.write(batch).map_err(|error| error.to_string()),
+                        None => Ok(()),
+                    }
+                }
+            };
+            persisted.map_err(|reason| ApiError::Internal(format!("persisting: {reason}")))?;
+            group.held = Some(Held {
+                persisted_messages: std::mem::take(&mut ready.persisted_messages),
+                committed_entries: std::mem::take(&mut ready.committed_entries),
+                read_states: std::mem::take(&mut ready.read_states),
+                snapshot: ready.snapshot.take(),
+            });
+            self.finish_group(group);
+        }
+        Err(ApiError::Internal("group did not settle".into()))
+    }
+
+    fn mark_dirty(&mut self, id: GroupId) {
+        if let Some(group) = self.groups.get_mut(&id) {
+            if !group.dirty {
+                group.dirty = true;
+                self.dirty.push(id);
+            }
+        }
+    }
+
+    fn mark_queued(&mut self, id: GroupId) {
+        if let Some(group) = self.groups.get_mut(&id) {
+            if !group.queued {
+                group.queued = true;
+                self.queued.push(id);
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------------------------
+    // Inputs.
+
+    fn handle_request(&mut self, request: Request) {
+        match request {
+            Request::Propose { group, data, reply } => match self.groups.get_mut(&group) {
+                Some(state) => {
+                    state.proposals.push((data, reply));
+                    self.mark_queued(group);
+                }
+                None => {
+                    let _ = reply.send(Err(ApiError::GroupNotFound { group }));
+                }
+            },
+            Request::Read {
+                group,
+                query,
+                reply,
+            } => match self.groups.get_mut(&group) {
+                Some(state) => {
+                    state.reads.push(ReadRequest { query, reply });
+                    self.mark_queued(group);
+                }
+                None => {
+                    let _ = reply.send(Err(ApiError::GroupNotFound { group }));
+                }
+            },
+            Request::Admin { group, op, reply } => {
+                let result = self.admin(group, op);
+                match result {
+                    Ok(Some(waiter)) => {
+                        if let Some(state) = self.groups.get_mut(&group) {
+                            state.admin_waiters.push(AdminWaiter {
+                                index: waiter.index,
+                                term: waiter.term,
+                                reply,
+                            });
+                        }
+                    }
+                    Ok(None) => {
+                        let _ = reply.send(Ok(()));
+                    }
+                    Err(error) => {
+                        let _ = reply.send(Err(error));
+                    }
+                }
+                self.mark_dirty(group);
+            }
+            Request::View { group, reply } => {
+                let view = self
+                    .groups
+                    .get(&group)
+                    .map(|state| RaftView {
+                        status: state.raw.status(),
+                        addresses: state.addresses.clone(),
+                    })
+                    .ok_or(ApiError::GroupNotFound { group });
+                let _ = reply.send(view);
+            }
+            Request::Load { loaded, reply } => {
+                let _ = reply.send(self.load(*loaded));
+            }
+            Request::Unload { group, reply } => {
+                let in_flight = self
+                    .groups
+                    .get(&group)
+                    .is_some_and(|state| state.held.is_some());
+                if in_flight {
+                    self.deferred.push(Request::Unload { group, reply });
+                } else {
+                    let _ = reply.send(self.unload(group).map(Some));
+                }
+            }
+            Request::Shutdown => self.shutting_down = true,
+        }
+    }
+
+    /// Starts a membership or leadership change; returns the position of the conf
+    /// change entry to wait for, if any.
+    fn admin(
+        &mut self,
+        id: GroupId,
+        op: AdminOp,
+    ) -> Result<Option<concord_raft::LogPosition>, ApiError> {
+        let node_id = self.node_id;
+        let group = self
+            .groups
+            .get_mut(&id)
+            .ok_or(ApiError::GroupNotFound { group: id })?;
+        let is_leader = group.raw.role() == Role::Leader;
+        let not_leader = |group: &Group| ApiError::NotLeader {
+            leader: (group.raw.leader() != NO_NODE).then_some(group.raw.leader()),
+            address: group.addresses.get(&group.raw.leader()).cloned(),
+        };
+        let change = match op {
+            AdminOp::Campaign => {
+                group.raw.campaign();
+                return Ok(None);
+            }
+            AdminOp::TransferLeader { target } => {
+                if !group.conf_state.voters.contains(&target) {
+                    return Err(ApiError::InvalidRequest(format!(
+                        "node {target} is not a voter of group {id}"
+                    )));
+                }
+                if target != node_id {
+                    group.raw.transfer_leader(target);
+                }
+                return Ok(None);
+            }
+            _ if !is_leader => return Err(not_leader(group)),
+            AdminOp::AddLearner { node, address } => {
+                if group.conf_state.learners.contains(&node)
+                    || group.conf_state.voters.contains(&node)
+                {
+                    return Ok(None);
+                }
+                if address.len() > framing::ADDRESS_BYTES_MAX {
+                    return Err(ApiError::InvalidRequest("address too long".into()));
+                }
+                learn_peer(&mut self.peers, &*self.transport, node_id, node, &address);
+                group
+                    .raw
+                    .propose(framing::encode_address(node, &address))
+                    .map_err(|error| with_address(error.into(), &group.addresses))?;
+                ConfChange::add_learner(node)
+            }
+            AdminOp::Promote { node } => {
+                if group.conf_state.voters.contains(&node) {
+                    return Ok(None);
+                }
+                if !group.conf_state.learners.contains(&node) {
+                    return Err(ApiError::InvalidRequest(format!(
+                        "node {node} is not a learner of group {id}"
+                    )));
+                }
+                ConfChange::add_voter(node)
+            }
+            AdminOp::Remove { node } => {
+                if !group.conf_state.all_nodes().contains(&node) {
+                    return Ok(None);
+                }
+                ConfChange::remove(node)
+            }
+        };
+        let position = group
+            .raw
+            .propose_conf_change(&change)
+            .map_err(|error| with_address(error.into(), &group.addresses))?;
+        Ok(Some(position))
+    }
+
+    fn step(&mut self, inbound: Inbound) {
+        let Some(group) = self.groups.get_mut(&inbound.group) else {
+            self.metrics
+                .unknown_group_messages
+                .fetch_add(1, Ordering::Relaxed);
+            if self.warned_unknown_groups.len() < UNKNOWN_GROUP_WARNINGS_MAX
+                && self.warned_unknown_groups.insert(inbound.group)
+            {
+                tracing::warn!(
+                    node = self.node_id,
+                    group = inbound.group,
+                    from = inbound.from,
+                    kind = ?inbound.message.kind,
+                    "dropping message for a group this node does not host"
+                );
+            }
+            return;
+        };
+        self.metrics
+            .messages_received
+            .fetch_add(1, Ordering::Relaxed);
+        if inbound.message.from != inbound.from {
+            self.metrics
+                .refused_messages
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                node = self.node_id,
+                group = inbound.group,
+                from = inbound.from,
+                claimed = inbound.message.from,
+                "dropping message whose sender does not match its stream"
+            );
+            return;
+        }
+        if let Err(error) = group.raw.step(inbound.message) {
+            self.metrics
+                .refused_messages
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(node = self.node_id, group = inbound.group, term = group.raw.term(), %error, "raft refused a message");
+        }
+        let id = group.id;
+        self.mark_dirty(id);
+    }
+
+    fn tick(&mut self) {
+        self.ticks += 1;
+        let now = self.ticks;
+        let read_timeout_ticks = self.read_timeout_ticks;
+        for group in self.groups.values_mut() {
+            group.raw.tick();
+            if !group.pending_reads.is_empty() {
+                // Reads the core never answered (leader lost, message lost): their
+                // callers have given up by now; drop them.
+                group
+                    .pending_reads
+                    .retain(|_, (asked_at, _)| now < *asked_at + read_timeout_ticks);
+            }
+            if !group.dirty {
+                group.dirty = true;
+                self.dirty.push(group.id);
+            }
+        }
+    }
+
+    fn handle_apply_event(&mut self, event: ApplyEvent) {
+        let ApplyEvent::SnapshotTaken {
+            group,
+            index,
+            conf_state,
+            data,
+        } = event;
+        let Some(state) = self.groups.get_mut(&group) else {
+            return;
+        };
+        let term = state.raw.term();
+        match state.raw.storage_mut().memory_mut() {
+            Some(memory) => {
+                let result = memory
+                    .create_snapshot(index, conf_state, data)
+                    .map(drop)
+                    .map_err(|error| error.to_string());
+                let _ = state;
+                self.snapshot_stored(group, index, result);
+            }
+            None => {
+                let Some(log) = self.log.clone() else { return };
+                let stored = self.stored_sender.clone();
+                self.storing_snapshots += 1;
+                self.runtime.spawn_blocking(move || {
+                    let result = log
+                        .create_snapshot(group, index, conf_state, data)
+                        .map(drop)
+                        .map_err(|error| error.to_string());
+                    let _ = stored.send((group, index, result));
+                });
+                tracing::debug!(node = self.node_id, group, term, index, "storing snapshot");
+            }
+        }
+    }
+
+    fn snapshot_stored(&mut self, id: GroupId, index: Index, result: Result<(), String>) {
+        if self.log.is_some() {
+            self.storing_snapshots = self.storing_snapshots.saturating_sub(1);
+        }
+        let trailing = self.config.snapshot_trailing_entries;
+        let node_id = self.node_id;
+        let Some(group) = self.groups.get_mut(&id) else {
+            return;
+        };
+        if let Err(reason) = result {
+            // A newer snapshot (installed from the leader) may have overtaken this one.
+            tracing::warn!(node = node_id, group = id, term = group.raw.term(), index, %reason, "snapshot not stored");
+            return;
+        }
+        let compact = index.saturating_sub(trailing);
+        let first_index = concord_raft::Storage::first_index(group.raw.storage()).unwrap_or(0);
+        if compact >= first_index {
+            group.pending_compact = Some(compact);
+            self.mark_dirty(id);
+        }
+    }
+
+    /// Proposes each group's queued proposals as one batch and asks one read index
+    /// for its queued reads.
+    fn flush_queued(&mut self) {
+        let ticks = self.ticks;
+        for id in std::mem::take(&mut self.queued) {
+            let Some(group) = self.groups.get_mut(&id) else {
+                continue;
+            };
+            group.queued = false;
+            if !group.proposals.is_empty() {
+                let proposals = std::mem::take(&mut group.proposals);
+                let (data, replies): (Vec<Bytes>, Vec<ProposeReply>) =
+                    proposals.into_iter().unzip();
+                let count = data.len() as u64;
+                match group.raw.propose_batch(data) {
+                    Ok(position) => {
+                        group.metrics.proposals.fetch_add(count, Ordering::Relaxed);
+                        let now = Instant::now();
+                        // A new leader may reuse indexes where our lost proposals were.
+                        while group
+                            .waiters
+                            .back()
+                            .is_some_and(|waiter| waiter.index >= position.index)
+                        {
+                            let lost = group.waiters.pop_back().expect("checked");
+                            group
+                                .metrics
+                                .dropped_proposals
+                                .fetch_add(1, Ordering::Relaxed);
+                            let _ = lost.reply.send(Err(ApiError::ProposalDropped));
+                        }
+                        for (offset, reply) in replies.into_iter().enumerate() {
+                            group.waiters.push_back(Waiter {
+                                index: position.index + offset as u64,
+                                term: position.term,
+                                reply,
+                                proposed_at: now,
+                            });
+                        }
+                    }
+                    Err(error) => {
+                        group
+                            .metrics
+                            .dropped_proposals
+                            .fetch_add(count, Ordering::Relaxed);
+                        let error = with_address(error.into(), &group.addresses);
+                        for reply in replies {
+                            let _ = reply.send(Err(error.clone()));
+                        }
+                    }
+                }
+            }
+            if !group.reads.is_empty() {
+                let reads = std::mem::take(&mut group.reads);
+                let context = self.next_read_context;
+                self.next_read_context += 1;
+                match group
+                    .raw
+                    .read_index(Bytes::copy_from_slice(&context.to_be_bytes()))
+                {
+                    Ok(()) => {
+                        group.pending_reads.insert(context, (ticks, reads));
+                    }
+                    Err(error) => {
+                        let error = with_address(error.into(), &group.addresses);
+                        for read in reads {
+                            let _ = read.reply.send(Err(error.clone()));
+                        }
+                    }
+                }
+            }
+            if !group.dirty {
+                group.dirty = true;
+                self.dirty.push(id);
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------------------------
+    // Ready: collect, persist, finish.
+
+    /// Takes the Ready of every group touched, sends its messages, and persists the
+    /// durable parts in one batch (or, in memory, at once).
+    fn start_batch(&mut self) {
+        let mut batch = WriteBatch::new();
+        let mut members = Vec::new();
+        let mut failure = None;
+        for id in std::mem::take(&mut self.dirty) {
+            let Some(group) = self.groups.get_mut(&id) else {
+                continue;
+            };
+            group.dirty = false;
+            let compact = group.pending_compact.take();
+            if !group.raw.has_ready() {
+                if let Some(index) = compact {
+                    match group.raw.storage_mut().memory_mut() {
+                        Some(memory) => {
+                            if let Err(error) = memory.compact(index) {
+                                tracing::warn!(node = self.node_id, group = id, index, %error, "compaction refused");
+                            }
+                        }
+                        None => batch.group(id).compact = Some(index),
+                    }
+                }
+                continue;
+            }
+            let mut ready = group.raw.ready();
+            if let Some(soft_state) = ready.soft_state {
+                observe_soft_state(self.node_id, group, soft_state.role, soft_state.leader);
+            }
+            if let Some(hard_state) = ready.hard_state {
+                group.metrics.term.store(hard_state.term, Ordering::Relaxed);
+                group
+                    .metrics
+                    .commit
+                    .store(hard_state.commit, Ordering::Relaxed);
+            }
+            let messages = std::mem::take(&mut ready.messages);
+            for message in &messages {
+                if message.kind == MessageKind::Snapshot {
+                    if let Some(chunk) = &message.snapshot {
+                        if chunk.offset == 0 {
+                            tracing::info!(
+                                node = self.node_id,
+                                group = id,
+                                term = message.term,
+                                to = message.to,
+                                index = chunk.metadata.index,
+                                bytes = chunk.total_bytes,
+                                "sending snapshot"
+                            );
+                        }
+                    }
+                }
+            }
+            queue_messages(&mut self.outbox, id, messages);
+            let entries = std::mem::take(&mut ready.entries);
+            match group.raw.storage_mut().memory_mut() {
+                Some(memory) => {
+                    if let Err(error) = GroupStore::persist_in_memory(
+                        memory,
+                        ready.hard_state,
+                        ready.snapshot.clone(),
+                        &entries,
+                        compact,
+                    ) {
+                        failure = Some(format!("group {id}: {error}"));
+                    }
+                }
+                None => {
+                    batch.persist_ready(id, ready.hard_state, ready.snapshot.clone(), entries);
+                    if compact.is_some() {
+                        batch.group(id).compact = compact;
+                    }
+                }
+            }
+            group.held = Some(Held {
+                persisted_messages: std::mem::take(&mut ready.persisted_messages),
+                committed_entries: std::mem::take(&mut ready.committed_entries),
+                read_states: std::mem::take(&mut ready.read_states),
+                snapshot: ready.snapshot.take(),
+            });
+            members.push(id);
+        }
+        if let Some(reason) = failure {
+            self.fail(reason);
+            return;
+        }
+        match (&self.log, batch.is_empty()) {
+            (Some(log), false) => match log.submit(batch) {
+                Ok(durable) => {
+                    let done = self
+                        .runtime
+                        .spawn_blocking(move || durable.wait().map_err(|error| error.to_string()));
+                    self.in_flight = Some(InFlight {
+                        done,
+                        groups: members,
+                        submitted_at: Instant::now(),
+                    });
+                }
+                Err(error) => self.fail(format!("submitting a write batch: {error}")),
+            },
+            _ => {
+                if !members.is_empty() {
+                    self.metrics
+                        .batches_persisted
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                for id in members {
+                    self.finish_id(id);
+                }
+            }
+        }
+    }
+
+    fn finish_batch(&mut self, result: Result<(), String>) {
+        let Some(in_flight) = self.in_flight.take() else {
+            return;
+        };
+        if let Err(reason) = result {
+            self.fail(format!("making a write batch durable: {reason}"));
+            return;
+        }
+        self.metrics
+            .fsync_latency
+            .observe(in_flight.submitted_at.elapsed());
+        self.metrics
+            .batches_persisted
+            .fetch_add(1, Ordering::Relaxed);
+        for id in in_flight.groups {
+            self.finish_id(id);
+        }
+        for request in std::mem::take(&mut self.deferred) {
+            self.handle_request(request);
+        }
+    }
+
+    fn finish_id(&mut self, id: GroupId) {
+        let Some(mut group) = self.groups.remove(&id) else {
+            return;
+        };
+        self.finish_group(&mut group);
+        self.groups.insert(id, group);
+        self.mark_dirty(id);
+    }
+
+    /// The rest of a group's Ready once its durable part is durable: steps 4 to 6.
+    fn finish_group(&mut self, group: &mut Group) {
+        let Some(held) = group.held.take() else {
+            return;
+        };
+        queue_messages(&mut self.outbox, group.id, held.persisted_messages);
+        if let Some(snapshot) = held.snapshot {
+            self.install_snapshot(group, snapshot);
+        }
+        if !held.committed_entries.is_empty() {
+            self.hand_out(group, held.committed_entries);
+        }
+        for read_state in held.read_states {
+            let Ok(context) = <[u8; 8]>::try_from(&read_state.context[..]) else {
+                continue;
+            };
+            if let Some((_, requests)) = group.pending_reads.remove(&u64::from_be_bytes(context)) {
+                let _ = group.apply.send(ApplyItem::Read {
+                    index: read_state.index,
+                    requests,
+                });
+            }
+        }
+        group.raw.advance();
+        group
+            .metrics
+            .commit
+            .store(group.raw.status().commit, Ordering::Relaxed);
+    }
+
+    fn install_snapshot(&mut self, group: &mut Group, snapshot: Snapshot) {
+        let index = snapshot.metadata.index;
+        match framing::decode_snapshot(&snapshot.data) {
+            Ok((addresses, _)) => {
+                for (&node, address) in &addresses {
+                    learn_peer(
+                        &mut self.peers,
+                        &*self.transport,
+                        self.node_id,
+                        node,
+                        address,
+                    );
+                }
+                group.addresses.extend(addresses);
+            }
+            Err(reason) => {
+                tracing::error!(node = self.node_id, group = group.id, index, %reason, "installed snapshot has unreadable addresses");
+            }
+        }
+        group.conf_state = snapshot.metadata.conf_state.clone();
+        // Proposals at or below the snapshot were replaced by it: their outcome is
+        // unknown here.
+        while group
+            .waiters
+            .front()
+            .is_some_and(|waiter| waiter.index <= index)
+        {
+            let waiter = group.waiters.pop_front().expect("checked");
+            let _ = waiter.reply.send(Err(ApiError::Unavailable(
+                "a snapshot from the leader replaced the log; the proposal's outcome is unknown"
+                    .into(),
+            )));
+        }
+        group
+            .metrics
+            .snapshots_installed
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::info!(
+            node = self.node_id,
+            group = group.id,
+            term = group.raw.term(),
+            index,
+            bytes = snapshot.data.len(),
+            voters = ?group.conf_state.voters,
+            learners = ?group.conf_state.learners,
+            "snapshot installed"
+        );
+        let _ = group.apply.send(ApplyItem::Restore(snapshot));
+    }
+
+    /// Hands committed entries to the apply task, applying membership changes and
+    /// addresses here first, in log order, and matching proposals to their entries.
+    fn hand_out(&mut self, group: &mut Group, entries: Vec<Entry>) {
+        let now = Instant::now();
+        let last_index = entries.last().map_or(0, |entry| entry.index);
+        let mut ops = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let is_command = entry.kind == EntryKind::Normal
+                && entry.data.first() == Some(&framing::TAG_COMMAND);
+            let reply = self.take_waiter(group, entry.index, entry.term, is_command, now);
+            if !group.admin_waiters.is_empty() {
+                settle_admin_waiters(group, entry.index, entry.term, entry.kind);
+            }
+            match entry.kind {
+                EntryKind::Normal => match framing::decode_payload(&entry.data) {
+                    Payload::Command(data) => ops.push(ApplyOp::Command {
+                        index: entry.index,
+                        term: entry.term,
+                        data,
+                        reply,
+                    }),
+                    Payload::Address { node, address } => {
+                        learn_peer(
+                            &mut self.peers,
+                            &*self.transport,
+                            self.node_id,
+                            node,
+                            &address,
+                        );
+                        group.addresses.insert(node, address.clone());
+                        ops.push(ApplyOp::Address { node, address });
+                    }
+                    Payload::Noop | Payload::Unknown => {}
+                },
+                EntryKind::ConfChange => match ConfChange::decode(&entry.data) {
+                    Ok(change) => match group.raw.apply_conf_change(&change) {
+                        Ok(conf_state) => {
+                            tracing::info!(
+                                node = self.node_id,
+                                group = group.id,
+                                term = group.raw.term(),
+                                index = entry.index,
+                                change = ?change.changes,
+                                voters = ?conf_state.voters,
+                                learners = ?conf_state.learners,
+                                joint = conf_state.is_joint(),
+                                "membership changed"
+                            );
+                            group.conf_state = conf_state.clone();
+                            ops.push(ApplyOp::Membership { conf_state });
+                        }
+                        Err(reason) => {
+                            tracing::warn!(node = self.node_id, group = group.id, term = group.raw.term(), index = entry.index, %reason, "membership change ignored");
+                        }
+                    },
+                    Err(error) => {
+                        tracing::error!(node = self.node_id, group = group.id, index = entry.index, %error, "undecodable membership change entry ignored");
+                    }
+                },
+            }
+        }
+        let _ = group.apply.send(ApplyItem::Entries { ops, last_index });
+    }
+
+    fn take_waiter(
+        &self,
+        group: &mut Group,
+        index: Index,
+        term: Term,
+        is_command: bool,
+        now: Instant,
+    ) -> Option<ProposeReply> {
+        while let Some(front) = group.waiters.front() {
+            if front.index > index {
+                return None;
+            }
+            let waiter = group.waiters.pop_front().expect("checked");
+            if waiter.index == index && waiter.term == term && is_command {
+                self.metrics
+                    .commit_latency
+                    .observe(now.duration_since(waiter.proposed_at));
+                return Some(waiter.reply);
+            }
+            group
+                .metrics
+                .dropped_proposals
+                .fetch_add(1, Ordering::Relaxed);
+            let _ = waiter.reply.send(Err(ApiError::ProposalDropped));
+        }
+        None
+    }
+
+    fn flush_outbox(&mut self) {
+        for (to, messages) in self.outbox.drain() {
+            self.metrics
+                .messages_sent
+                .fetch_add(messages.len() as u64, Ordering::Relaxed);
+            self.transport.send(to, messages);
+        }
+    }
+
+    fn fail(&mut self, reason: String) {
+        tracing::error!(node = self.node_id, %reason, "storage failed; the node stops");
+        self.fatal = Some(reason);
+    }
+}
+
+fn fail_request(request: Request, error: ApiError) {
+    match request {
+        Request::Propose { reply, .. } => {
+            let _ = reply.send(Err(error));
+        }
+        Request::Read { reply, .. } => {
+            let _ = reply.send(Err(error));
+        }
+        Request::Admin { reply, .. } => {
+            let _ = reply.send(Err(error));
+        }
+        Request::View { reply, .. } => {
+            let _ = reply.send(Err(error));
+        }
+        Request::Load { reply, .. } => {
+            let _ = reply.send(Err(error));
+        }
+        Request::Unload { reply, .. } => {
+            let _ = reply.send(Err(error));
+        }
+        Request::Shutdown => {}
+    }
+}
+
+fn fail_group_requests(group: &mut Group, reason: &str) {
+    let error = || ApiError::Unavailable(reason.to_string());
+    for (_, reply) in group.proposals.drain(..) {
+        let _ = reply.send(Err(error()));
+    }
+    for waiter in group.waiters.drain(..) {
+        let _ = waiter.reply.send(Err(error()));
+    }
+    for waiter in group.admin_waiters.drain(..) {
+        let _ = waiter.reply.send(Err(error()));
+    }
+    for read in group.reads.drain(..) {
+        let _ = read.reply.send(Err(error()));
+    }
+    for (_, (_, reads)) in group.pending_reads.drain() {
+        for read in reads {
+            let _ = read.reply.send(Err(error()));
+        }
+    }
+}
+
+/// Answers membership changes waiting on the entry at `index`.
+fn settle_admin_waiters(group: &mut Group, index: Index, term: Term, kind: EntryKind) {
+    group.admin_waiters.retain_mut(|waiter| {
+        if waiter.index > index {
+            return true;
+        }
+        let outcome =
+            if waiter.index == index && waiter.term == term && kind == EntryKind::ConfChange {
+                Ok(())
+            } else {
+                Err(ApiError::ProposalDropped)
+            };
+        // The reply is consumed once; replace it with a closed channel.
+        let (closed, _) = oneshot::channel();
+        let reply = std::mem::replace(&mut waiter.reply, closed);
+        let _ = reply.send(outcome);
+        false
+    });
+}
+
+fn observe_soft_state(node_id: NodeId, group: &mut Group, role: Role, leader: NodeId) {
+    if leader != group.leader {
+        group.metrics.leader_changes.fetch_add(1, Ordering::Relaxed);
+    }
+    group.metrics.set_role(role);
+    group.metrics.leader.store(leader, Ordering::Relaxed);
+    group
+        .metrics
+        .term
+        .store(group.raw.term(), Ordering::Relaxed);
+    tracing::info!(
+        node = node_id,
+        group = group.id,
+        term = group.raw.term(),
+        ?role,
+        leader,
+        previous_role = ?group.role,
+        "role changed"
+    );
+    group.role = role;
+    group.leader = leader;
+}
+
+fn queue_messages(
+    outbox: &mut HashMap<NodeId, Vec<GroupMessage>>,
+    group: GroupId,
+    messages: Vec<Message>,
+) {
+    for message in messages {
+        outbox.entry(message.to).or_default().push((group, message));
+    }
+}
+
+fn learn_peer(
+    peers: &mut HashMap<NodeId, String>,
+    transport: &dyn Transport,
+    node_id: NodeId,
+    node: NodeId,
+    address: &str,
+) {
+    if node == node_id || address.is_empty() {
+        return;
+    }
+    if peers.get(&node).map(String::as_str) != Some(address) {
+        peers.insert(node, address.to_string());
+        transport.set_peer(node, address.to_string());
+    }
+}
+
+/// Fills in the leader's address of a `NotLeader` error.
+fn with_address(error: ApiError, addresses: &Addresses) -> ApiError {
+    match error {
+        ApiError::NotLeader {
+            leader: Some(leader),
+            address: None,
+        } => ApiError::NotLeader {
+            leader: Some(leader),
+            address: addresses.get(&leader).cloned(),
+        },
+        other => other,
+    }
+}
+
+async fn wait_in_flight(
+    in_flight: &mut Option<InFlight>,
+) -> Result<Result<(), String>, tokio::task::JoinError> {
+    match in_flight {
+        Some(in_flight) => (&mut in_flight.done).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The members of a group with their addresses and roles.
+pub(crate) fn members_of(
+    conf_state: &ConfState,
+    addresses: &Addresses,
+) -> Vec<crate::service::Member> {
+    let mut members: Vec<crate::service::Member> = Vec::new();
+    let mut push = |id: NodeId, role: MemberRole| {
+        if !members.iter().any(|member| member.id == id) {
+            members.push(crate::service::Member {
+                id,
+                address: addresses.get(&id).cloned().unwrap_or_default(),
+                role,
+            });
+        }
+    };
+    for &id in conf_state.voters.iter().chain(&conf_state.voters_outgoing) {
+        push(id, MemberRole::Voter);
+    }
+    for &id in conf_state.learners.iter().chain(&conf_state.learners_next) {
+        push(id, MemberRole::Learner);
+    }
+    members.sort_by_key(|member| member.id);
+    members
+}
