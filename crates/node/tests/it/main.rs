@@ -6,3 +6,6 @@ mod garbage;
 mod grpc_transport;
 mod service;
 mod support;
+mod node_cluster;
+mod node_support;
+mod node_membership;
