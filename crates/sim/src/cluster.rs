@@ -11,7 +11,7 @@
 //! | `cfg.crash1(i)` / `start1(i)`      | [`Cluster::crash`] / [`Cluster::restart`]        |
 //! | `cfg.setunreliable(b)`             | [`Cluster::set_unreliable`]                      |
 //! | `time.Sleep(..)`                   | [`Cluster::run_ticks`] / [`Cluster::run_until`]  |
-//! | `cfg.checkOneLeader()`             | [`Cluster::check_one_leader`]                    |
+//! | `cfg.checkOneLeader()`             | [`Cluster::check_one_leader`] / [`Cluster::check_one_leader_among`] |
 //! | `cfg.checkNoLeader()`              | [`Cluster::leaders`]`().is_empty()`              |
 //! | `cfg.checkTerms()`                 | [`Cluster::term`] of each node                   |
 //! | `cfg.nCommitted(index)`            | [`Cluster::committed_count`]                     |
@@ -34,8 +34,11 @@
 //! let leader = cluster.check_one_leader().unwrap();
 //! let index = cluster.one(Bytes::from_static(b"x"), 3, false).unwrap();
 //! assert_eq!(cluster.committed_count(index), (3, Some(Bytes::from_static(b"x"))));
+//! // 6.824 TestReElection: cut the leader off; the others elect a new one (the old
+//! // one may still think it leads, so ask among the others).
 //! cluster.disconnect(leader);
-//! let new_leader = cluster.check_one_leader().unwrap();
+//! let others: Vec<u64> = cluster.node_ids().into_iter().filter(|&id| id != leader).collect();
+//! let new_leader = cluster.check_one_leader_among(&others).unwrap();
 //! assert_ne!(new_leader, leader);
 //! ```
 //!
@@ -70,8 +73,8 @@ use std::fmt;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use concord_raft::{
-    ConfChange, ConfState, Config, Entry, EntryKind, Index, LogPosition, LogStore, Message, NodeId,
-    ProposeError, RawNode, ReadState, Ready, Role, Storage, Term, NO_NODE,
+    ConfChange, ConfState, Config, Entry, EntryKind, Index, LogPosition, LogStore, Message,
+    MessageKind, NodeId, ProposeError, RawNode, ReadState, Ready, Role, Storage, Term, NO_NODE,
 };
 
 use crate::checkers::{CheckerKind, CheckerSet, Checkers, Violation};
@@ -681,6 +684,14 @@ impl Cluster {
         );
     }
 
+    /// Most instants a disk write takes from now on (0: writes are instant).
+    pub fn set_persist_delay_max(&mut self, instants: u64) {
+        self.options.persist_delay_max_instants = instants;
+        self.trace_event(&[17, instants], || {
+            format!("disks: writes take 0..={instants} instants")
+        });
+    }
+
     /// How the network treats messages now.
     pub fn network_config(&self) -> NetworkConfig {
         self.network.config()
@@ -1155,6 +1166,11 @@ impl Cluster {
                 };
                 format!("net: {fate}: {}", describe_message(&message))
             });
+        if cut && message.kind == MessageKind::Append && self.is_up(from) {
+            // A transport notices the link is down and tells the sender, which stops
+            // pipelining to that follower until it answers again.
+            self.with_raw(from, |raw| raw.report_unreachable(to));
+        }
         if !up || cut {
             return;
         }

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use concord_raft::{ConfChange, ConfChangeKind, ConfChangeSingle, ConfChangeTransition, NodeId};
 
 use crate::cluster::Cluster;
+use crate::network::TICK_INSTANTS;
 use crate::params::Params;
 use crate::rng::Rng;
 
@@ -221,7 +222,7 @@ impl FaultScheduler {
     }
 
     /// Ends the faults for the liveness phase: the network becomes reliable and whole,
-    /// and every node runs.
+    /// disk writes take at most an eighth of an election timeout, and every node runs.
     pub fn heal_all(&mut self, cluster: &mut Cluster) {
         self.restarts.clear();
         cluster.heal();
@@ -231,6 +232,12 @@ impl FaultScheduler {
         network.delay_max_instants = network.delay_min_instants.max(1);
         network.slow_ppm = 0;
         cluster.set_network(network);
+        // Raft's timing requirement (paper §5.6): broadcast time, disk write included,
+        // well below the election timeout.
+        let election_timeout_instants =
+            u64::from(self.params.election_timeout_ticks) * TICK_INSTANTS;
+        let persist_delay = cluster.options().persist_delay_max_instants;
+        cluster.set_persist_delay_max(persist_delay.min(election_timeout_instants / 8));
         for id in cluster.node_ids() {
             cluster.restart(id);
         }

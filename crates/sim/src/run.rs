@@ -4,8 +4,10 @@
 //! 1. **Safety phase** (`safety_ticks`): clients run; the [`FaultScheduler`] partitions,
 //!    crashes and restarts nodes, changes membership, transfers leadership, snapshots.
 //!    Every checker runs as the cluster goes.
-//! 2. **Liveness phase**: the network becomes reliable and whole, every member runs,
-//!    removed nodes are shut down. Within [`LIVENESS_ELECTION_TIMEOUTS`] election
+//! 2. **Liveness phase**: the network becomes reliable and whole, disk writes take at
+//!    most an eighth of an election timeout, every node runs, and nodes removed from
+//!    the group are shut down once every voter has applied their removal (a member
+//!    added back is restarted). Within [`LIVENESS_ELECTION_TIMEOUTS`] election
 //!    timeouts, a leader must be elected and a new write must be applied by every voter
 //!    of the latest membership. Failing that is a [`CheckerKind::Liveness`] failure.
 //! 3. **Drain**: no new client operations; those in flight get up to the client
