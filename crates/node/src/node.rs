@@ -264,6 +264,8 @@ impl NodeBuilder {
             groups,
             seed,
         };
+        // Built here, so every group in the log is registered before `start` returns.
+        let raft_loop = RaftLoop::new(start);
         let (stopped_sender, stopped) = oneshot::channel();
         std::thread::Builder::new()
             .name(format!("concord-raft-{node_id}"))
@@ -272,7 +274,7 @@ impl NodeBuilder {
                     .enable_all()
                     .build()
                     .expect("building the raft loop's runtime");
-                loop_runtime.block_on(RaftLoop::new(start).run());
+                loop_runtime.block_on(raft_loop.run());
                 // Waits for the loop's blocking tasks (they may hold the log).
                 drop(loop_runtime);
                 let _ = stopped_sender.send(());

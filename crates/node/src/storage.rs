@@ -31,7 +31,8 @@ pub(crate) struct GroupStore {
 
 enum GroupBackend {
     Durable(GroupStorage),
-    Memory(MemStorage),
+    /// Boxed: a `MemStorage` is far larger than a `GroupStorage` handle.
+    Memory(Box<MemStorage>),
 }
 
 impl GroupStore {
@@ -44,7 +45,7 @@ impl GroupStore {
 
     pub(crate) fn memory(storage: MemStorage) -> Self {
         GroupStore {
-            backend: GroupBackend::Memory(storage),
+            backend: GroupBackend::Memory(Box::new(storage)),
             restart_conf_state: None,
         }
     }

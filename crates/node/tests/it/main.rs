@@ -9,3 +9,5 @@ mod support;
 mod node_cluster;
 mod node_support;
 mod node_membership;
+mod node_misc;
+mod node_restart;

@@ -69,7 +69,7 @@ impl StateMachine for KvStore {
         self.last_index = snapshot.get_u64();
         self.map.clear();
         while snapshot.has_remaining() {
-            let mut take = |snapshot: &mut Bytes| {
+            let take = |snapshot: &mut Bytes| {
                 if snapshot.remaining() < 4 {
                     return Err(bad());
                 }

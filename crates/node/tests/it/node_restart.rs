@@ -1,0 +1,89 @@
+//! A node restarts from its data directory alone; the directory is locked while a
+//! node has it open.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use concord_node::{Node, NodeError};
+
+use crate::node_support::{bounded, kv_factory, test_config, Network, TestCluster};
+
+const GROUP: u64 = 11;
+const BOUND: Duration = Duration::from_secs(10);
+
+/// A single-node group takes writes (and snapshots every 16 entries), stops, and
+/// starts again from the data directory alone: its state machine is restored from
+/// the latest snapshot plus the log after it, every acknowledged write is readable
+/// (linearizably), and it keeps taking writes. Several groups restart together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_from_the_data_directory_restores_state() {
+    bounded(async {
+        let mut cluster = TestCluster::new(Network::Memory);
+        cluster.tweak = Arc::new(|config| {
+            config.snapshot_interval_entries = 16;
+            config.snapshot_trailing_entries = 4;
+        });
+        cluster.start_group(&[1], &[GROUP, GROUP + 1]).await;
+        for key in 0..50 {
+            cluster
+                .put(GROUP, &format!("k{key}"), &format!("v{key}"), BOUND)
+                .await;
+        }
+        cluster.put(GROUP + 1, "other", "group", BOUND).await;
+        cluster.stop(1).await;
+
+        let node = cluster.start(1).await;
+        assert_eq!(node.groups(), vec![GROUP, GROUP + 1]);
+        cluster.leader(GROUP, BOUND).await;
+        for key in 0..50 {
+            let value = node
+                .read(GROUP, Bytes::from(format!("k{key}")))
+                .await
+                .expect("read after restart");
+            assert_eq!(value, Bytes::from(format!("v{key}")));
+        }
+        cluster.leader(GROUP + 1, BOUND).await;
+        let value = node
+            .read(GROUP + 1, Bytes::from_static(b"other"))
+            .await
+            .unwrap();
+        assert_eq!(value, Bytes::from_static(b"group"));
+        let response = node
+            .propose(GROUP, crate::node_support::set("k0", "new"))
+            .await
+            .unwrap();
+        assert_eq!(response.response, Bytes::from_static(b"v0"));
+        cluster.shutdown().await;
+    })
+    .await;
+}
+
+/// A second node cannot open a data directory in use: it fails to start with an
+/// error naming the directory, and the first node is unaffected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_directory_in_use_is_refused() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Node::start(test_config(1, dir.path()), kv_factory())
+            .await
+            .expect("first node");
+        let second = Node::start(test_config(2, dir.path()), kv_factory()).await;
+        match second {
+            Err(NodeError::Storage { path, .. }) => {
+                assert!(path.contains(dir.path().to_str().unwrap()))
+            }
+            Err(other) => panic!("expected a storage error, got {other}"),
+            Ok(_) => panic!("a locked data directory was opened twice"),
+        }
+        first.bootstrap(&[]).await.unwrap();
+        first.shutdown().await;
+        // Once shut down, the directory can be opened again.
+        let again = Node::start(test_config(1, dir.path()), kv_factory())
+            .await
+            .expect("reopen");
+        assert_eq!(again.groups(), vec![concord_node::DEFAULT_GROUP]);
+        again.shutdown().await;
+    })
+    .await;
+}
