@@ -23,7 +23,7 @@ pub use inspect::{
     inspect, inspect_with, ConfStateReport, DataDirReport, EntryReport, GroupReport,
     HardStateReport, InspectOptions, SegmentReport, SnapshotReport,
 };
-pub use log::{Durable, Log, LogStats};
+pub use log::{Durable, Log, LogStats, ENTRY_DATA_BYTES_MAX};
 pub use replay::{LogCut, RecoveryReport, TornTail};
 pub use sim::{SimGroupStorage, SIM_DATA_DIR};
 pub use sim_fs::{SimFs, SimFsStats};

@@ -206,6 +206,10 @@ struct Plan {
     compact: Option<(Index, Term)>,
 }
 
+/// The largest entry payload, in bytes: lengths on disk are 32-bit, and a record holds
+/// at least one whole entry.
+pub const ENTRY_DATA_BYTES_MAX: u64 = 1 << 30;
+
 fn refused(message: String) -> Error {
     Error::Refused(message)
 }
@@ -246,6 +250,17 @@ fn validate(group: &GroupState, ops: &GroupOps) -> Result<Plan> {
             return Err(refused(
                 "entries to append must have consecutive indexes".into(),
             ));
+        }
+        if let Some(entry) = ops
+            .entries
+            .iter()
+            .find(|entry| entry.data.len() as u64 > ENTRY_DATA_BYTES_MAX)
+        {
+            return Err(refused(format!(
+                "entry at index {} holds {} bytes, more than the {ENTRY_DATA_BYTES_MAX} an entry may",
+                entry.index,
+                entry.data.len()
+            )));
         }
         if first > last_index + 1 {
             return Err(Error::Unavailable);

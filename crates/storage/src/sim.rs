@@ -87,6 +87,19 @@ impl SimGroupStorage {
         self.reopen()
     }
 
+    /// An independent copy: the disk as it is now (unsynced data included, to be lost or
+    /// kept by the copy's own crashes) and the log reopened on it. For faults that
+    /// need the storage as it was before a write.
+    pub fn fork(&self) -> Result<Self> {
+        let fs = self.fs.fork();
+        let group = open(&fs, &self.config)?.group(self.group.group());
+        Ok(SimGroupStorage {
+            fs,
+            config: self.config.clone(),
+            group,
+        })
+    }
+
     fn reopen(self) -> Result<Self> {
         let SimGroupStorage { fs, config, group } = self;
         let id = group.group();
@@ -179,8 +192,13 @@ mod tests {
             data: Bytes::from_static(b"x"),
         };
         storage.append(std::slice::from_ref(&entry)).unwrap();
+        let mut fork = storage.fork().unwrap();
         let storage = storage.crash_torn().unwrap();
-        assert_eq!(storage.entries(2, 3, u64::MAX), Ok(vec![entry]));
+        assert_eq!(storage.entries(2, 3, u64::MAX), Ok(vec![entry.clone()]));
+        // The fork holds the same log and goes its own way.
+        assert_eq!(fork.last_index(), Ok(2));
+        fork.append(&[Entry { index: 3, ..entry }]).unwrap();
+        assert_eq!((fork.last_index(), storage.last_index()), (Ok(3), Ok(2)));
         assert_eq!(storage.hard_state(), model.hard_state());
         let mut seed = 0;
         concord_raft::storage::conformance::run_all(|| {
