@@ -168,6 +168,11 @@ pub struct ClusterOptions {
     pub check_core_invariants: bool,
     /// Keep [`ClusterEvent`]s for [`Cluster::take_events`] (the client oracle's feed).
     pub collect_events: bool,
+    /// Chance, in ppm, that a node crashes at a crash point: right after it persisted a
+    /// vote, or, as leader, right after its commit index advanced. Uniformly random
+    /// crashes rarely land at these moments, where durability and commitment rules
+    /// matter most. Restarting is the caller's business.
+    pub crash_point_ppm: u32,
 }
 
 impl ClusterOptions {
@@ -185,6 +190,7 @@ impl ClusterOptions {
             sim_fault: None,
             check_core_invariants: true,
             collect_events: false,
+            crash_point_ppm: 0,
         }
     }
 }
@@ -344,6 +350,7 @@ pub struct Cluster {
     persists: BTreeMap<(Time, u64), (NodeId, u64)>,
     persist_sequence: u64,
     disk_rng: Rng,
+    crash_point_rng: Rng,
     checkers: Checkers,
     trace: Trace,
     failure: Option<Violation>,
@@ -380,6 +387,7 @@ impl Cluster {
             persists: BTreeMap::new(),
             persist_sequence: 0,
             disk_rng: Rng::stream(seed, "disks"),
+            crash_point_rng: Rng::stream(seed, "crash-points"),
             checkers: Checkers::new(options.checkers),
             trace,
             failure: None,
@@ -682,6 +690,12 @@ impl Cluster {
             ],
             || format!("network: {config}"),
         );
+    }
+
+    /// The chance of crashing at a crash point from now on, in ppm (see
+    /// [`ClusterOptions::crash_point_ppm`]).
+    pub fn set_crash_point_ppm(&mut self, ppm: u32) {
+        self.options.crash_point_ppm = ppm;
     }
 
     /// Most instants a disk write takes from now on (0: writes are instant).
@@ -1447,9 +1461,34 @@ impl Cluster {
             .extend(std::mem::take(&mut ready.read_states));
         self.serve_reads(id, &mut up);
         // Step 6.
+        let commit_before = up.raw.raft().log.committed();
         up.raw.advance();
+        let raft = up.raw.raft();
+        let voted = ready
+            .hard_state
+            .is_some_and(|hard_state| hard_state.vote != NO_NODE);
+        let leader_committed = raft.role == Role::Leader
+            && (raft.log.committed() > commit_before
+                || ready
+                    .hard_state
+                    .is_some_and(|hard_state| hard_state.commit > 0));
         self.put_up(id, up);
         self.observe(id);
+        let crash_point = voted || leader_committed;
+        if crash_point
+            && self.failure.is_none()
+            && self.crash_point_rng.chance(self.options.crash_point_ppm)
+        {
+            let what = if voted {
+                "persisting a vote"
+            } else {
+                "committing as leader"
+            };
+            self.trace_event(&[22, id, u64::from(voted)], || {
+                format!("node {id}: crash point after {what}")
+            });
+            self.crash(id);
+        }
     }
 
     fn persist(&mut self, id: NodeId, up: &mut UpNode, ready: &Ready) -> Result<(), String> {

@@ -44,6 +44,13 @@ impl FaultScheduler {
             self.restarts.remove(&id);
             cluster.restart(id);
         }
+        // Nodes that crashed at a crash point come back later too.
+        for id in cluster.node_ids() {
+            if !cluster.is_up(id) && !self.restarts.contains_key(&id) {
+                let down_ticks = self.rng.between(1, self.params.down_ticks_max);
+                self.restarts.insert(id, tick + down_ticks);
+            }
+        }
         if self.rng.chance(self.params.crash_ppm) {
             let up: Vec<NodeId> = cluster
                 .node_ids()
@@ -225,6 +232,7 @@ impl FaultScheduler {
     /// disk writes take at most an eighth of an election timeout, and every node runs.
     pub fn heal_all(&mut self, cluster: &mut Cluster) {
         self.restarts.clear();
+        cluster.set_crash_point_ppm(0);
         cluster.heal();
         let mut network = cluster.network_config();
         network.loss_ppm = 0;

@@ -72,6 +72,9 @@ pub struct Params {
     pub crash_ppm: u32,
     /// Most ticks a crashed node stays down.
     pub down_ticks_max: u64,
+    /// Chance of crashing at a crash point (after persisting a vote, or after a
+    /// leader's commit advanced), in ppm.
+    pub crash_point_ppm: u32,
     /// Chance per tick that the leader is asked for a membership change, in ppm.
     pub membership_change_ppm: u32,
     /// Chance per tick that the leader is asked to transfer leadership, in ppm.
@@ -163,6 +166,7 @@ impl Params {
         let one_way_partitions = rng.coin();
         let crash_ppm = *rng.pick(&[0, 1_000, 5_000, 15_000]).expect("non-empty");
         let down_ticks_max = rng.between(5, 100);
+        let crash_point_ppm = *rng.pick(&[0, 0, 20_000, 100_000]).expect("non-empty");
         let membership_change_ppm = if pool_size > 1 {
             *rng.pick(&[0, 0, 3_000, 10_000]).expect("non-empty")
         } else {
@@ -204,6 +208,7 @@ impl Params {
             one_way_partitions,
             crash_ppm,
             down_ticks_max,
+            crash_point_ppm,
             membership_change_ppm,
             leader_transfer_ppm,
             campaign_ppm,
@@ -254,6 +259,7 @@ impl Params {
             sim_fault: self.sim_fault,
             check_core_invariants: true,
             collect_events: true,
+            crash_point_ppm: self.crash_point_ppm,
         }
     }
 }
@@ -303,14 +309,15 @@ impl fmt::Display for Params {
         writeln!(
             f,
             "  faults per tick: partition change {} (one-way {}), crash {} (down up to {} ticks), \
-             membership change {}, leader transfer {}, campaign {}",
+             membership change {}, leader transfer {}, campaign {}; crash points {}",
             Percent(self.partition_change_ppm),
             self.one_way_partitions,
             Percent(self.crash_ppm),
             self.down_ticks_max,
             Percent(self.membership_change_ppm),
             Percent(self.leader_transfer_ppm),
-            Percent(self.campaign_ppm)
+            Percent(self.campaign_ppm),
+            Percent(self.crash_point_ppm)
         )?;
         writeln!(
             f,
