@@ -1022,13 +1022,13 @@ impl Cluster {
         let due: Vec<NodeId> = self
             .nodes
             .iter()
-            .filter(|(_, node)| (now + node.tick_phase) % TICK_INSTANTS == 0)
+            .filter(|(_, node)| (now + node.tick_phase).is_multiple_of(TICK_INSTANTS))
             .map(|(&id, _)| id)
             .collect();
         for id in due {
             self.with_raw(id, |raw| raw.tick());
         }
-        if now % (LEADER_CHECK_INTERVAL_TICKS * TICK_INSTANTS) == 0 {
+        if now.is_multiple_of(LEADER_CHECK_INTERVAL_TICKS * TICK_INSTANTS) {
             self.check_leaders();
         }
     }
