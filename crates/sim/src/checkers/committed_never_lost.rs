@@ -12,7 +12,7 @@
 //!   (entries below its compaction point are in its snapshot, whose consistency the
 //!   state-machine-safety checker covers); entries committed in later terms are skipped,
 //!   because a deposed leader that has not noticed yet legitimately lacks them;
-//! - every entry a node applies at a recorded index is the committed one.
+//! - every entry a node applies is on record as committed, and is the committed one.
 //!
 //! The record also serves [`super::leader_completeness`].
 
@@ -207,8 +207,14 @@ impl CommittedRecord {
         term: Term,
         data_hash: u64,
     ) -> Result<(), String> {
+        // Every commit index is read right after the input that moved it, before
+        // anything is applied, so an applied index must be on record.
         let Some(committed) = self.entries.get(&index) else {
-            return Ok(());
+            return Err(format!(
+                "node {node} applied an entry at index {index} (term {term}) that no node \
+                 held committed (highest index known committed: {})",
+                self.highest_index()
+            ));
         };
         let data_differs = committed.data_hash.is_some_and(|hash| hash != data_hash);
         if committed.term != term || data_differs {

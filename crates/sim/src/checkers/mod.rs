@@ -443,6 +443,14 @@ mod tests {
             violation.starts_with("two different entries committed at index 3"),
             "{violation}"
         );
+        record
+            .check_applied(1, 3, 2, 0)
+            .unwrap_or_else(|error| panic!("{error}"));
+        let violation = record.check_applied(1, 4, 2, 0).unwrap_err();
+        assert!(
+            violation.contains("that no node held committed"),
+            "{violation}"
+        );
     }
 
     // A leader of a later term missing a committed entry is caught, both at election
