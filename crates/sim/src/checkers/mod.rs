@@ -444,7 +444,7 @@ mod tests {
             "{violation}"
         );
         record
-            .check_applied(1, 3, 2, 0)
+            .check_applied(1, 3, 2, hash_bytes(b""))
             .unwrap_or_else(|error| panic!("{error}"));
         let violation = record.check_applied(1, 4, 2, 0).unwrap_err();
         assert!(
