@@ -274,10 +274,10 @@ impl NodeBuilder {
                     .enable_all()
                     .build()
                     .expect("building the raft loop's runtime");
-                loop_runtime.block_on(raft_loop.run());
-                // Waits for the loop's blocking tasks (they may hold the log).
+                let apply_tasks = loop_runtime.block_on(raft_loop.run());
+                // The loop waited for its writes and snapshot stores: nothing holds the log now.
                 drop(loop_runtime);
-                let _ = stopped_sender.send(());
+                let _ = stopped_sender.send(apply_tasks);
             })
             .map_err(|error| NodeError::Thread(error.to_string()))?;
 
@@ -340,7 +340,8 @@ struct NodeInner {
     clients: Mutex<HashMap<String, RaftClient>>,
     shutdown: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
-    loop_stopped: tokio::sync::Mutex<Option<oneshot::Receiver<()>>>,
+    /// Answers with the apply tasks once the raft loop has stopped.
+    loop_stopped: tokio::sync::Mutex<Option<oneshot::Receiver<Vec<JoinHandle<()>>>>>,
 }
 
 /// A running node. Cheap to clone; every clone drives the same node.
@@ -1061,7 +1062,9 @@ impl NodeHandle {
     pub async fn shutdown(&self) {
         let _ = self.inner.requests.send(Request::Shutdown).await;
         if let Some(stopped) = self.inner.loop_stopped.lock().await.take() {
-            let _ = stopped.await;
+            for apply_task in stopped.await.unwrap_or_default() {
+                let _ = apply_task.await;
+            }
         }
         self.inner.shutdown.send_replace(true);
         let tasks = std::mem::take(&mut *lock(&self.inner.tasks));

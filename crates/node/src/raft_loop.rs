@@ -291,8 +291,9 @@ impl RaftLoop {
         raft_loop
     }
 
-    /// Runs the loop until shutdown (or a storage failure).
-    pub(crate) async fn run(mut self) {
+    /// Runs the loop until shutdown (or a storage failure). Returns the apply tasks,
+    /// which finish what they were handed once the loop is gone.
+    pub(crate) async fn run(mut self) -> Vec<JoinHandle<()>> {
         let mut ticker = tokio::time::interval(Duration::from_millis(self.config.tick_interval_ms));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let turn_inputs_max = self.config.turn_inputs_max as usize;
@@ -352,10 +353,10 @@ impl RaftLoop {
                 break;
             }
         }
-        self.stop();
+        self.stop()
     }
 
-    fn stop(&mut self) {
+    fn stop(&mut self) -> Vec<JoinHandle<()>> {
         let reason = match &self.fatal {
             Some(reason) => format!("node stopped: {reason}"),
             None => "node shutting down".to_string(),
@@ -367,12 +368,15 @@ impl RaftLoop {
             fail_request(request, ApiError::Unavailable(reason.clone()));
         }
         let ids: Vec<GroupId> = self.groups.keys().copied().collect();
+        let mut apply_tasks = Vec::new();
         for id in ids {
             if let Some(mut group) = self.groups.remove(&id) {
                 fail_group_requests(&mut group, &reason);
+                apply_tasks.extend(group.apply_task.take());
             }
         }
         crate::lock(&self.registry).clear();
+        apply_tasks
     }
 
     // ---------------------------------------------------------------------------------
