@@ -93,9 +93,11 @@ pub struct NodeConfig {
     /// On a follower, `propose` (and admin calls) are forwarded to the leader; when
     /// false they fail with `NotLeader { leader, address }`.
     pub forward_proposals: bool,
-    /// How long a proposal may wait to apply, in milliseconds.
+    /// How long a proposal may wait for its entry to commit, in milliseconds (checked
+    /// on each tick); then it fails with `Timeout` (it may still apply later).
     pub proposal_timeout_ms: u64,
-    /// How long a read may wait, in milliseconds.
+    /// How long a linearizable read may wait for its read index, in milliseconds
+    /// (checked on each tick).
     pub read_timeout_ms: u64,
     /// How long a membership change, join or leadership transfer may take, in
     /// milliseconds.

@@ -855,8 +855,9 @@ impl NodeHandle {
             reply,
         })
         .await?;
-        let timeout = Duration::from_millis(self.inner.config.proposal_timeout_ms);
-        self.answer(answer, timeout).await
+        // The raft loop answers `Timeout` itself after `proposal_timeout_ms` (a timer
+        // per proposal here would cost more than the rest of the proposal's path).
+        self.answer_eventually(answer).await
     }
 
     /// A linearizable read: confirmed through ReadIndex (at the leader, from any
@@ -884,8 +885,8 @@ impl NodeHandle {
             reply,
         })
         .await?;
-        let timeout = Duration::from_millis(self.inner.config.read_timeout_ms);
-        self.answer(answer, timeout).await
+        // The raft loop answers `Timeout` itself after `read_timeout_ms`.
+        self.answer_eventually(answer).await
     }
 
     /// A read from this node's state machine as it is now: no round trip, possibly
@@ -1099,6 +1100,19 @@ impl NodeHandle {
             )),
             Err(_) => Err(ApiError::Timeout),
         }
+    }
+
+    /// Waits for an answer the raft loop or an apply task always gives (or drops
+    /// when the node stops).
+    async fn answer_eventually<T>(
+        &self,
+        answer: oneshot::Receiver<Result<T, ApiError>>,
+    ) -> Result<T, ApiError> {
+        answer.await.unwrap_or_else(|_| {
+            Err(ApiError::Unavailable(
+                "the request was abandoned (node stopping or group unloaded); retry".into(),
+            ))
+        })
     }
 
     fn admin_timeout(&self) -> Duration {

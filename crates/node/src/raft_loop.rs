@@ -759,14 +759,35 @@ impl RaftLoop {
         self.ticks += 1;
         let now = self.ticks;
         let read_timeout_ticks = self.read_timeout_ticks;
+        let proposal_timeout = Duration::from_millis(self.config.proposal_timeout_ms);
+        let clock = Instant::now();
         for group in self.groups.values_mut() {
             group.raw.tick();
             if !group.pending_reads.is_empty() {
-                // Reads the core never answered (leader lost, message lost): their
-                // callers have given up by now; drop them.
+                // Reads the core never answered (leader lost, message lost).
+                group.pending_reads.retain(|_, (asked_at, reads)| {
+                    if now < *asked_at + read_timeout_ticks {
+                        return true;
+                    }
+                    for read in reads.drain(..) {
+                        let _ = read.reply.send(Err(ApiError::Timeout));
+                    }
+                    false
+                });
+            }
+            // Proposals whose entry was not handed out in time (leadership lost, no
+            // quorum). The waiters are in proposal order, so the oldest are in front.
+            while group
+                .waiters
+                .front()
+                .is_some_and(|waiter| clock.duration_since(waiter.proposed_at) >= proposal_timeout)
+            {
+                let waiter = group.waiters.pop_front().expect("checked");
                 group
-                    .pending_reads
-                    .retain(|_, (asked_at, _)| now < *asked_at + read_timeout_ticks);
+                    .metrics
+                    .dropped_proposals
+                    .fetch_add(1, Ordering::Relaxed);
+                let _ = waiter.reply.send(Err(ApiError::Timeout));
             }
             if !group.dirty {
                 group.dirty = true;
