@@ -102,6 +102,7 @@ impl Node {
             transport: None,
             transport_metrics: None,
             serve: true,
+            loop_on_runtime: false,
         }
     }
 }
@@ -114,6 +115,7 @@ pub struct NodeBuilder {
     transport: Option<TransportMaker>,
     transport_metrics: Option<Arc<TransportMetrics>>,
     serve: bool,
+    loop_on_runtime: bool,
 }
 
 impl NodeBuilder {
@@ -143,6 +145,15 @@ impl NodeBuilder {
     /// Serves no gRPC at all (with a custom transport: an in-process node).
     pub fn without_server(mut self) -> Self {
         self.serve = false;
+        self
+    }
+
+    /// Runs the raft loop as a task on the caller's tokio runtime instead of on a
+    /// thread of its own. Saves a thread per node and the context switches between
+    /// them when many nodes share a process (tests, benchmarks); but then a state
+    /// machine or task that blocks a runtime worker can delay heartbeats.
+    pub fn raft_loop_on_runtime(mut self) -> Self {
+        self.loop_on_runtime = true;
         self
     }
 
@@ -267,19 +278,26 @@ impl NodeBuilder {
         // Built here, so every group in the log is registered before `start` returns.
         let raft_loop = RaftLoop::new(start);
         let (stopped_sender, stopped) = oneshot::channel();
-        std::thread::Builder::new()
-            .name(format!("concord-raft-{node_id}"))
-            .spawn(move || {
-                let loop_runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("building the raft loop's runtime");
-                let apply_tasks = loop_runtime.block_on(raft_loop.run());
-                // The loop waited for its writes and snapshot stores: nothing holds the log now.
-                drop(loop_runtime);
-                let _ = stopped_sender.send(apply_tasks);
-            })
-            .map_err(|error| NodeError::Thread(error.to_string()))?;
+        if self.loop_on_runtime {
+            runtime.spawn(async move {
+                let _ = stopped_sender.send(raft_loop.run().await);
+            });
+        } else {
+            std::thread::Builder::new()
+                .name(format!("concord-raft-{node_id}"))
+                .spawn(move || {
+                    let loop_runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .expect("building the raft loop's runtime");
+                    let apply_tasks = loop_runtime.block_on(raft_loop.run());
+                    // The loop waited for its writes and snapshot stores: nothing
+                    // holds the log now.
+                    drop(loop_runtime);
+                    let _ = stopped_sender.send(apply_tasks);
+                })
+                .map_err(|error| NodeError::Thread(error.to_string()))?;
+        }
 
         let (shutdown, shutdown_signal) = watch::channel(false);
         let handle = NodeHandle {

@@ -77,6 +77,9 @@ impl StateMachine for Discard {
 
 struct Options {
     quick: bool,
+    /// Run each node's raft loop on a thread of its own (the production default)
+    /// instead of as a task on the shared runtime.
+    loop_threads: bool,
     repeats: usize,
     proposer_counts: Vec<u64>,
 }
@@ -143,6 +146,8 @@ environment:
   CONCORD_BENCH_QUICK=1     same as --quick
   CONCORD_BENCH_REPEATS=R   timed runs per row (default 5)
   CONCORD_BENCH_PROPOSERS=N,N...  only these rows (default 1,64,256,1024)
+  CONCORD_BENCH_LOOP_THREADS=1    each raft loop on its own thread (production default)
+                            instead of a task on the shared runtime
 ";
 
 fn parse_options(
@@ -187,8 +192,18 @@ fn parse_options(
             })
             .collect::<Result<_, _>>()?,
     };
+    let loop_threads = match variable("CONCORD_BENCH_LOOP_THREADS").as_deref() {
+        None | Some("") | Some("0") => false,
+        Some("1") => true,
+        Some(other) => {
+            return Err(format!(
+                "CONCORD_BENCH_LOOP_THREADS must be 0 or 1, not {other:?}"
+            ))
+        }
+    };
     Ok(Some(Options {
         quick: quick || !benchmarking,
+        loop_threads,
         repeats,
         proposer_counts,
     }))
@@ -196,11 +211,19 @@ fn parse_options(
 
 fn print_parameters(options: &Options) {
     println!("concord-node throughput");
+    let workers = std::thread::available_parallelism().map_or(1, |count| count.get());
     println!(
         "  3 nodes in one process: in-memory storage backend, in-process memory transport, \
-         tokio multi-thread runtime ({} workers) + one raft loop thread per node",
-        std::thread::available_parallelism().map_or(1, |count| count.get())
+         tokio multi-thread runtime ({workers} workers)"
     );
+    if options.loop_threads {
+        println!("  raft loops: one thread per node (CONCORD_BENCH_LOOP_THREADS=1; the production default)");
+    } else {
+        println!(
+            "  raft loops: tasks on the shared runtime (NodeBuilder::raft_loop_on_runtime); \
+             CONCORD_BENCH_LOOP_THREADS=1 for a thread per node"
+        );
+    }
     println!(
         "  each proposer task keeps one proposal ({PAYLOAD_BYTES} bytes) outstanding through \
          NodeHandle::propose on the leader and waits for the applied response; state machine keeps nothing"
@@ -225,7 +248,7 @@ fn print_parameters(options: &Options) {
 }
 
 /// Three nodes with group [`DEFAULT_GROUP`], node 1 leading.
-async fn start_cluster() -> Result<Vec<NodeHandle>, String> {
+async fn start_cluster(loop_threads: bool) -> Result<Vec<NodeHandle>, String> {
     let network = MemoryNetwork::new();
     let mut nodes = Vec::new();
     let members: Vec<(u64, String)> = (1..=3).map(|id| (id, format!("memory-{id}"))).collect();
@@ -240,15 +263,16 @@ async fn start_cluster() -> Result<Vec<NodeHandle>, String> {
             ..NodeConfig::new(id, "unused")
         };
         let network = network.clone();
-        let node = Node::builder(config, |_: GroupId| Discard)
+        let mut builder = Node::builder(config, |_: GroupId| Discard)
             .memory_storage()
             .without_server()
             .transport(Box::new(move |inbox| -> Arc<dyn Transport> {
                 Arc::new(network.register(id, inbox))
-            }))
-            .start()
-            .await
-            .map_err(|error| error.to_string())?;
+            }));
+        if !loop_threads {
+            builder = builder.raft_loop_on_runtime();
+        }
+        let node = builder.start().await.map_err(|error| error.to_string())?;
         node.bootstrap(&members)
             .await
             .map_err(|error| error.to_string())?;
@@ -318,7 +342,7 @@ async fn run(leader: &NodeHandle, proposers: u64, proposals: u64) -> Result<Dura
 }
 
 async fn measure_row(proposers: u64, options: &Options) -> Result<Row, String> {
-    let nodes = start_cluster().await?;
+    let nodes = start_cluster(options.loop_threads).await?;
     let leader = &nodes[0];
     let proposals = if options.quick {
         QUICK_RUN_PROPOSALS
