@@ -238,3 +238,103 @@ async fn typed_state_machines_need_no_bytes() {
     })
     .await;
 }
+
+/// A state machine that takes 30 ms per command.
+struct Slow;
+
+impl concord_node::StateMachine for Slow {
+    fn apply(&mut self, _index: Index, _command: Bytes) -> Bytes {
+        std::thread::sleep(Duration::from_millis(30));
+        Bytes::new()
+    }
+
+    fn query(&self, _query: Bytes) -> Result<Bytes, StateMachineError> {
+        Ok(Bytes::new())
+    }
+
+    fn snapshot(&self) -> Bytes {
+        Bytes::new()
+    }
+
+    fn restore(&mut self, _snapshot: Bytes) -> Result<(), StateMachineError> {
+        Ok(())
+    }
+}
+
+/// Applying runs apart from replication: while a slow state machine works through a
+/// backlog, its group's commit index runs ahead of what it applied, and another group
+/// on the same node commits and answers at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_state_machine_does_not_stall_replication() {
+    bounded(async {
+        const SLOW: u64 = 1;
+        const FAST: u64 = 2;
+        let dir = tempfile::tempdir().unwrap();
+        let node = Node::builder(
+            test_config(1, dir.path()),
+            |group| -> Box<dyn concord_node::StateMachine> {
+                if group == SLOW {
+                    Box::new(Slow)
+                } else {
+                    Box::new(crate::node_support::KvStore::default())
+                }
+            },
+        )
+        .start()
+        .await
+        .unwrap();
+        for group in [SLOW, FAST] {
+            node.bootstrap_group(group, &[]).await.unwrap();
+            node.campaign(group).await.unwrap();
+        }
+        let deadline = tokio::time::Instant::now() + BOUND;
+        while node.status(FAST).await.unwrap().role != concord_raft::Role::Leader
+            || node.status(SLOW).await.unwrap().role != concord_raft::Role::Leader
+        {
+            assert!(tokio::time::Instant::now() < deadline, "no leaders");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let base = node.status(SLOW).await.unwrap().commit;
+        let backlog: Vec<_> = (0..20)
+            .map(|_| {
+                let node = node.clone();
+                tokio::spawn(async move { node.propose(SLOW, Bytes::from_static(b"x")).await })
+            })
+            .collect();
+        // The slow group commits everything long before it has applied it.
+        loop {
+            let status = node.status(SLOW).await.unwrap();
+            if status.commit >= base + 20 {
+                assert!(
+                    status.applied + 5 < status.commit,
+                    "applied {} of {} committed: applying held back commits?",
+                    status.applied,
+                    status.commit
+                );
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "slow group did not commit"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let started = tokio::time::Instant::now();
+        node.propose(FAST, set("k", "v"))
+            .await
+            .expect("fast group write");
+        assert!(
+            started.elapsed() < Duration::from_millis(300),
+            "the fast group waited {:?} behind the slow one",
+            started.elapsed()
+        );
+        for proposal in backlog {
+            proposal
+                .await
+                .unwrap()
+                .expect("slow proposal applies eventually");
+        }
+        node.shutdown().await;
+    })
+    .await;
+}
