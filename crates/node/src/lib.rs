@@ -13,7 +13,7 @@ pub mod state_machine;
 pub mod storage;
 pub mod transport;
 
-pub use concord_raft::NodeId;
+pub use concord_raft::{Index, NodeId};
 pub use config::{ConfigError, NodeConfig};
 pub use node::{
     GroupHandle, Node, NodeBuilder, NodeError, NodeHandle, TransportMaker, TypedGroup,
