@@ -241,6 +241,8 @@ pub(crate) struct RaftLoop {
     /// the log).
     storing_snapshots: usize,
     shutting_down: bool,
+    /// False once every sender of the inbox is gone.
+    inbox_open: bool,
     /// Set when storage failed: the node stops.
     fatal: Option<String>,
     warned_unknown_groups: HashSet<GroupId>,
@@ -279,6 +281,7 @@ impl RaftLoop {
             seed: start.seed,
             storing_snapshots: 0,
             shutting_down: false,
+            inbox_open: true,
             fatal: None,
             warned_unknown_groups: HashSet::new(),
         };
@@ -306,7 +309,7 @@ impl RaftLoop {
                     None => continue,
                 },
                 request = self.requests.recv(), if !self.shutting_down => Event::Request(request),
-                inbound = self.inbox.recv() => Event::Inbound(inbound),
+                inbound = self.inbox.recv(), if self.inbox_open => Event::Inbound(inbound),
                 event = self.apply_events.recv() => Event::Apply(event),
                 _ = ticker.tick() => Event::Tick,
             };
@@ -319,7 +322,8 @@ impl RaftLoop {
                 Event::Request(Some(request)) => self.handle_request(request),
                 Event::Request(None) => self.shutting_down = true,
                 Event::Inbound(Some(inbound)) => self.step(inbound),
-                Event::Inbound(None) => {}
+                // Every transport dropped its side (an in-process node disconnected).
+                Event::Inbound(None) => self.inbox_open = false,
                 Event::Apply(Some(event)) => self.handle_apply_event(event),
                 Event::Apply(None) => {}
                 Event::SnapshotStored {
