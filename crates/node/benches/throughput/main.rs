@@ -80,6 +80,8 @@ struct Options {
     /// Run each node's raft loop on a thread of its own (the production default)
     /// instead of as a task on the shared runtime.
     loop_threads: bool,
+    /// Use the durable log (fsync on) in temporary directories instead of memory.
+    durable: bool,
     repeats: usize,
     proposer_counts: Vec<u64>,
 }
@@ -148,6 +150,8 @@ environment:
   CONCORD_BENCH_PROPOSERS=N,N...  only these rows (default 1,64,256,1024)
   CONCORD_BENCH_LOOP_THREADS=1    each raft loop on its own thread (production default)
                             instead of a task on the shared runtime
+  CONCORD_BENCH_DURABLE=1   the durable log with fsync (temporary directories)
+                            instead of the in-memory backend
 ";
 
 fn parse_options(
@@ -201,9 +205,19 @@ fn parse_options(
             ))
         }
     };
+    let durable = match variable("CONCORD_BENCH_DURABLE").as_deref() {
+        None | Some("") | Some("0") => false,
+        Some("1") => true,
+        Some(other) => {
+            return Err(format!(
+                "CONCORD_BENCH_DURABLE must be 0 or 1, not {other:?}"
+            ))
+        }
+    };
     Ok(Some(Options {
         quick: quick || !benchmarking,
         loop_threads,
+        durable,
         repeats,
         proposer_counts,
     }))
@@ -213,8 +227,13 @@ fn print_parameters(options: &Options) {
     println!("concord-node throughput");
     let workers = std::thread::available_parallelism().map_or(1, |count| count.get());
     println!(
-        "  3 nodes in one process: in-memory storage backend, in-process memory transport, \
-         tokio multi-thread runtime ({workers} workers)"
+        "  3 nodes in one process: {} storage, in-process memory transport, \
+         tokio multi-thread runtime ({workers} workers)",
+        if options.durable {
+            "DURABLE (concord-storage log in temporary directories, fsync per batch; CONCORD_BENCH_DURABLE=1)"
+        } else {
+            "in-memory"
+        }
     );
     if options.loop_threads {
         println!("  raft loops: one thread per node (CONCORD_BENCH_LOOP_THREADS=1; the production default)");
@@ -248,7 +267,10 @@ fn print_parameters(options: &Options) {
 }
 
 /// Three nodes with group [`DEFAULT_GROUP`], node 1 leading.
-async fn start_cluster(loop_threads: bool) -> Result<Vec<NodeHandle>, String> {
+async fn start_cluster(
+    loop_threads: bool,
+    durable: Option<&tempfile::TempDir>,
+) -> Result<Vec<NodeHandle>, String> {
     let network = MemoryNetwork::new();
     let mut nodes = Vec::new();
     let members: Vec<(u64, String)> = (1..=3).map(|id| (id, format!("memory-{id}"))).collect();
@@ -260,15 +282,22 @@ async fn start_cluster(loop_threads: bool) -> Result<Vec<NodeHandle>, String> {
             proposal_timeout_ms: 60_000,
             snapshot_interval_entries: 1_000_000,
             snapshot_trailing_entries: 1_000,
-            ..NodeConfig::new(id, "unused")
+            ..NodeConfig::new(
+                id,
+                durable.map_or_else(
+                    || "unused".into(),
+                    |dir| dir.path().join(format!("node-{id}")),
+                ),
+            )
         };
         let network = network.clone();
-        let mut builder = Node::builder(config, |_: GroupId| Discard)
-            .memory_storage()
-            .without_server()
-            .transport(Box::new(move |inbox| -> Arc<dyn Transport> {
-                Arc::new(network.register(id, inbox))
-            }));
+        let mut builder = Node::builder(config, |_: GroupId| Discard).without_server();
+        if durable.is_none() {
+            builder = builder.memory_storage();
+        }
+        builder = builder.transport(Box::new(move |inbox| -> Arc<dyn Transport> {
+            Arc::new(network.register(id, inbox))
+        }));
         if !loop_threads {
             builder = builder.raft_loop_on_runtime();
         }
@@ -342,7 +371,12 @@ async fn run(leader: &NodeHandle, proposers: u64, proposals: u64) -> Result<Dura
 }
 
 async fn measure_row(proposers: u64, options: &Options) -> Result<Row, String> {
-    let nodes = start_cluster(options.loop_threads).await?;
+    let directory = if options.durable {
+        Some(tempfile::tempdir().map_err(|error| format!("temporary directory: {error}"))?)
+    } else {
+        None
+    };
+    let nodes = start_cluster(options.loop_threads, directory.as_ref()).await?;
     let leader = &nodes[0];
     let proposals = if options.quick {
         QUICK_RUN_PROPOSALS
