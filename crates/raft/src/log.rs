@@ -328,6 +328,11 @@ impl<S: Storage> RaftLog<S> {
         self.unstable_snapshot.as_ref()
     }
 
+    /// The highest index handed to the driver for applying (at least `applied`).
+    pub fn applying(&self) -> Index {
+        self.applying.max(self.applied)
+    }
+
     /// True if there are committed entries not yet applied (and not already handed out).
     pub fn has_next_committed_entries(&self) -> bool {
         self.applying.max(self.applied) < self.committed

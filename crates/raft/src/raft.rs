@@ -51,6 +51,9 @@ struct OutgoingSnapshot {
     snapshot: Snapshot,
     // Invariant: acked_offset <= snapshot.data.len(). Bytes the follower has confirmed.
     acked_offset: u64,
+    /// The follower acknowledged new bytes since the last heartbeat answer. When it has
+    /// not, the chunk in flight is presumed lost and sent again.
+    progressed_since_heartbeat: bool,
 }
 
 /// A follower's partly received snapshot.
@@ -126,6 +129,9 @@ pub struct Raft<S: Storage> {
     reads_awaiting_commit: Vec<(Bytes, NodeId)>,
     outgoing_snapshots: BTreeMap<NodeId, OutgoingSnapshot>,
     incoming_snapshot: Option<IncomingSnapshot>,
+    /// A complete snapshot waiting for the driver to apply the entries handed out
+    /// before it arrived, with the node that sent it.
+    deferred_snapshot: Option<(Snapshot, NodeId)>,
 }
 
 impl<S: Storage> Raft<S> {
@@ -160,6 +166,7 @@ impl<S: Storage> Raft<S> {
             reads_awaiting_commit: Vec::new(),
             outgoing_snapshots: BTreeMap::new(),
             incoming_snapshot: None,
+            deferred_snapshot: None,
         };
         let next_index = raft.log.last_index() + 1;
         raft.tracker.restore(&initial.conf_state, next_index);
@@ -471,6 +478,11 @@ impl<S: Storage> Raft<S> {
                 self.lead_transferee = NO_NODE;
                 self.heartbeat_ack_ticks.clear();
             }
+            if !self.tracker.is_voter(self.id) {
+                // Still leading a group we are no longer a voter of: try the hand-off
+                // again (the last target may have been unreachable).
+                self.hand_off_leadership();
+            }
         }
         if self.role != Role::Leader {
             return;
@@ -499,8 +511,8 @@ impl<S: Storage> Raft<S> {
             let leader_hint = (self.leader != NO_NODE).then_some(self.leader);
             return Err(ProposeError::NotLeader { leader_hint });
         }
-        if !self.tracker.progress.contains_key(&self.id) {
-            // Removed from the group but not yet stepped down.
+        if !self.tracker.is_voter(self.id) {
+            // Removed from the group (or demoted), handing leadership off.
             return Err(ProposeError::NotLeader { leader_hint: None });
         }
         if self.lead_transferee != NO_NODE {
@@ -567,10 +579,19 @@ impl<S: Storage> Raft<S> {
     pub fn apply_conf_change(&mut self, change: &ConfChange) -> Result<ConfState, String> {
         let next_index = self.log.last_index() + 1;
         let conf_state = self.tracker.apply_conf_change(change, next_index)?;
+        if matches!(self.role, Role::Candidate | Role::PreCandidate) && !self.promotable() {
+            // Removed (or demoted) while campaigning: stop; votes already won must not
+            // make a non-voter leader.
+            self.become_follower(self.term, NO_NODE);
+        }
         if self.role == Role::Leader {
             if !self.tracker.is_voter(self.id) {
-                // Removed or demoted: step down so the remaining voters elect a leader.
-                self.become_follower(self.term, NO_NODE);
+                // Removed or demoted. Thesis §4.2.2: the old leader manages the group until
+                // the change commits (it has: we apply it). Stepping down at once could
+                // strand a voter that has not heard the commit yet in a configuration
+                // that still needs our vote; instead hand leadership to the most
+                // caught-up voter, who hears everything from us first.
+                self.hand_off_leadership();
                 return Ok(conf_state);
             }
             if self.lead_transferee != NO_NODE && !self.tracker.is_voter(self.lead_transferee) {
@@ -713,6 +734,7 @@ impl<S: Storage> Raft<S> {
             OutgoingSnapshot {
                 snapshot,
                 acked_offset: 0,
+                progressed_since_heartbeat: true,
             },
         );
         self.send_snapshot_chunk(to);
@@ -823,6 +845,25 @@ impl<S: Storage> Raft<S> {
         }
     }
 
+    /// A leader that is no longer a voter transfers leadership to the voter with the
+    /// longest matched log, or steps down if there is none.
+    fn hand_off_leadership(&mut self) {
+        let id = self.id;
+        let target = self
+            .tracker
+            .progress
+            .iter()
+            .filter(|(&node, progress)| {
+                node != id && !progress.is_learner && self.tracker.is_voter(node)
+            })
+            .max_by_key(|(&node, progress)| (progress.matched, std::cmp::Reverse(node)))
+            .map(|(&node, _)| node);
+        match target {
+            Some(target) => self.handle_transfer_leader(target),
+            None => self.become_follower(self.term, NO_NODE),
+        }
+    }
+
     fn handle_transfer_leader(&mut self, target: NodeId) {
         let Some(progress) = self.tracker.progress.get(&target) else {
             return;
@@ -838,14 +879,23 @@ impl<S: Storage> Raft<S> {
         self.election_elapsed = 0;
         self.lead_transferee = target;
         if matched == self.log.last_index() {
-            self.send(Message::new(
-                MessageKind::TimeoutNow,
-                self.id,
-                target,
-                self.term,
-            ));
+            self.send_timeout_now(target);
         } else {
             self.maybe_send_append(target, true);
+        }
+    }
+
+    /// Thesis §3.10: the target holds our whole log; tell it to campaign now. A leader
+    /// that is no longer a voter has nothing left to do and steps down.
+    fn send_timeout_now(&mut self, target: NodeId) {
+        self.send(Message::new(
+            MessageKind::TimeoutNow,
+            self.id,
+            target,
+            self.term,
+        ));
+        if !self.tracker.is_voter(self.id) {
+            self.become_follower(self.term, NO_NODE);
         }
     }
 
@@ -1011,6 +1061,12 @@ impl<S: Storage> Raft<S> {
             return Ok(());
         }
 
+        if matches!(
+            message.kind,
+            MessageKind::RequestVoteResponse | MessageKind::RequestPreVoteResponse
+        ) {
+            self.maybe_learn_commit(&message);
+        }
         match message.kind {
             MessageKind::RequestVote | MessageKind::RequestPreVote => {
                 self.handle_vote_request(message);
@@ -1051,7 +1107,29 @@ impl<S: Storage> Raft<S> {
         } else {
             let mut response = Message::new(response_kind, self.id, request.from, self.term);
             response.reject = true;
+            // Tell the candidate what we know is committed (with that entry's term), so a
+            // candidate stuck in an old configuration can learn that a newer one has
+            // committed — e.g. when the leader that removed itself left before everyone
+            // heard the commit.
+            let committed = self.log.committed();
+            if let Ok(term) = self.log.term(committed) {
+                response.commit = committed;
+                response.log_term = term;
+            }
             self.send(response);
+        }
+    }
+
+    /// Learns a commit index from a vote rejection. Safe because a commit index is a
+    /// fact about the log: if our entry at `commit` has the same term as the sender's,
+    /// our logs are identical up to it (Raft paper §5.3, Log Matching), so everything
+    /// up to it is committed here too.
+    fn maybe_learn_commit(&mut self, response: &Message) {
+        if response.reject
+            && response.commit > self.log.committed()
+            && self.log.match_term(response.commit, response.log_term)
+        {
+            self.log.commit_to(response.commit);
         }
     }
 
@@ -1152,13 +1230,7 @@ impl<S: Storage> Raft<S> {
         // Keep the pipeline full.
         while self.maybe_send_append(from, false) {}
         if from == self.lead_transferee && matched == last_index {
-            // Thesis §3.10: the target is caught up; tell it to campaign now.
-            self.send(Message::new(
-                MessageKind::TimeoutNow,
-                self.id,
-                from,
-                self.term,
-            ));
+            self.send_timeout_now(from);
         }
     }
 
@@ -1181,8 +1253,17 @@ impl<S: Storage> Raft<S> {
         let acked_tick = self.heartbeat_ack_ticks.entry(from).or_insert(0);
         *acked_tick = (*acked_tick).max(response.index);
         if in_snapshot {
-            // Resend the chunk the follower is waiting for, in case it was lost.
-            self.send_snapshot_chunk(from);
+            // Stop-and-wait: resend the chunk the follower is waiting for only if no
+            // acknowledgement came since the last heartbeat (it was lost).
+            let stalled = match self.outgoing_snapshots.get_mut(&from) {
+                Some(outgoing) => {
+                    !std::mem::replace(&mut outgoing.progressed_since_heartbeat, false)
+                }
+                None => false,
+            };
+            if stalled {
+                self.send_snapshot_chunk(from);
+            }
         } else if behind {
             // Send even if empty: the appends in flight may all have been lost, and an
             // empty append at next_index - 1 provokes the rejection that repairs it.
@@ -1210,9 +1291,22 @@ impl<S: Storage> Raft<S> {
         let Some(outgoing) = self.outgoing_snapshots.get_mut(&from) else {
             return;
         };
-        // `index` is the number of bytes the follower holds of this snapshot.
-        outgoing.acked_offset = response.index.min(outgoing.snapshot.data.len() as u64);
-        self.send_snapshot_chunk(from);
+        // `index` is the number of bytes the follower holds of this snapshot. An
+        // acknowledgement counts only if it moves forward, so duplicated or stale
+        // answers never start a second chain of chunks. A refusal reports where the
+        // follower really is (it got a chunk out of place, or lost its partial copy):
+        // resume from there, even backwards — unless that is where we already are.
+        let offset = response.index.min(outgoing.snapshot.data.len() as u64);
+        let resume = if response.reject {
+            offset != outgoing.acked_offset
+        } else {
+            offset > outgoing.acked_offset
+        };
+        if resume {
+            outgoing.acked_offset = offset;
+            outgoing.progressed_since_heartbeat = true;
+            self.send_snapshot_chunk(from);
+        }
     }
 
     fn step_candidate(&mut self, message: Message) -> Result<(), Error> {
@@ -1235,6 +1329,9 @@ impl<S: Storage> Raft<S> {
                 self.handle_snapshot(message);
             }
             kind if kind == expected => match self.poll_vote(message.from, !message.reject) {
+                VoteResult::Won if !self.promotable() => {
+                    self.become_follower(self.term, NO_NODE);
+                }
                 VoteResult::Won => {
                     if self.role == Role::PreCandidate {
                         self.campaign(CampaignKind::Election);
@@ -1368,7 +1465,7 @@ impl<S: Storage> Raft<S> {
         let same_snapshot = self.incoming_snapshot.as_ref().is_some_and(|incoming| {
             incoming.metadata.index == metadata.index && incoming.metadata.term == metadata.term
         });
-        if chunk.offset == 0 {
+        if chunk.offset == 0 && !same_snapshot {
             self.incoming_snapshot = Some(IncomingSnapshot {
                 metadata: metadata.clone(),
                 total_bytes: chunk.total_bytes,
@@ -1379,15 +1476,18 @@ impl<S: Storage> Raft<S> {
             let mut response =
                 Message::new(MessageKind::SnapshotResponse, self.id, from, self.term);
             response.index = 0;
+            response.reject = true;
             self.send(response);
             return;
         }
         let incoming = self.incoming_snapshot.as_mut().expect("set above");
         if chunk.offset != incoming.data.len() as u64 {
-            // Out of order or duplicate: say where we are.
+            // Out of order or duplicate (a copy of the same snapshot is never restarted):
+            // refuse it and say how many bytes we hold, so the leader resumes there.
             let mut response =
                 Message::new(MessageKind::SnapshotResponse, self.id, from, self.term);
             response.index = incoming.data.len() as u64;
+            response.reject = true;
             self.send(response);
             return;
         }
@@ -1404,15 +1504,36 @@ impl<S: Storage> Raft<S> {
             metadata: incoming.metadata,
             data: incoming.data.freeze(),
         };
-        let index = snapshot.metadata.index;
+        if self.log.applying() > self.log.applied() {
+            // Committed entries are out with the driver, not yet applied. Installing now
+            // would move membership past changes the driver is about to apply against
+            // it; install once `advance` confirms they are applied.
+            self.deferred_snapshot = Some((snapshot, from));
+            return;
+        }
+        self.install_snapshot(snapshot, from);
+    }
+
+    /// Restores a complete snapshot from `from` and tells it how far our log now goes.
+    fn install_snapshot(&mut self, snapshot: Snapshot, from: NodeId) {
         let mut response = Message::new(MessageKind::AppendResponse, self.id, from, self.term);
         response.index = if self.restore(snapshot) {
             self.log.last_index()
         } else {
             self.log.committed()
         };
-        debug_assert!(response.index >= index.min(self.log.committed()));
         self.send(response);
+    }
+
+    /// Called after the driver acknowledged a Ready: installs a snapshot that waited for
+    /// the entries handed out before it to be applied.
+    pub fn on_advanced(&mut self) {
+        if self.log.applying() > self.log.applied() {
+            return;
+        }
+        if let Some((snapshot, from)) = self.deferred_snapshot.take() {
+            self.install_snapshot(snapshot, from);
+        }
     }
 
     /// Installs a snapshot from the leader (Raft paper §7). Returns false if it is not
@@ -1449,9 +1570,10 @@ impl<S: Storage> Raft<S> {
                 "node {}: a leader must name itself leader",
                 self.id
             );
+            // A leader is a voter, or it was removed and is handing leadership off.
             assert!(
-                self.tracker.progress.contains_key(&self.id),
-                "node {}: leader without own progress",
+                self.tracker.is_voter(self.id) || self.lead_transferee != NO_NODE,
+                "node {}: a leader that is not a voter must be handing off leadership",
                 self.id
             );
         }

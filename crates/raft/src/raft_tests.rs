@@ -140,7 +140,7 @@ impl Network {
                     messages.extend(ready.persisted_messages);
                 }
             }
-            if messages.is_empty() {
+            if messages.is_empty() && !self.nodes.values().any(|node| node.has_ready()) {
                 return;
             }
             for message in messages {
@@ -824,9 +824,10 @@ fn learner_replicates_without_voting_then_promotes() {
     assert!(!net.node(1).status().progress[&4].is_learner);
 }
 
-/// Thesis §4.2.2: a removed node stops campaigning; a removed leader steps down.
+/// Thesis §4.2.2: a removed node stops campaigning; a removed leader hands leadership
+/// to a remaining voter rather than leaving the group leaderless.
 #[test]
-fn removed_nodes_stop_campaigning_and_leader_steps_down() {
+fn removed_nodes_stop_campaigning_and_leader_hands_off() {
     let mut net = Network::new(&[1, 2, 3], |_| {});
     net.elect(1);
     change_and_settle(&mut net, 1, ConfChange::remove(3));
@@ -836,12 +837,77 @@ fn removed_nodes_stop_campaigning_and_leader_steps_down() {
     assert_eq!(net.node(3).term(), term, "a removed node does not campaign");
     net.heal();
     change_and_settle(&mut net, 1, ConfChange::remove(1));
-    assert_eq!(net.node(1).role(), Role::Follower);
-    net.tick(2, 3 * ELECTION);
+    // No election timeout needed: node 1 handed leadership to node 2 (TimeoutNow).
     assert_eq!(
         net.node(2).role(),
         Role::Leader,
-        "the remaining voter leads"
+        "the remaining voter leads at once"
+    );
+    assert_eq!(
+        net.node(1).role(),
+        Role::Follower,
+        "the removed leader stepped down"
+    );
+    assert!(net
+        .delivered
+        .iter()
+        .any(|m| m.kind == MessageKind::TimeoutNow && m.from == 1 && m.to == 2));
+    net.node(2).propose(Bytes::from_static(b"after")).unwrap();
+    net.settle();
+    assert_eq!(
+        net.applied_data(2).last(),
+        Some(&Bytes::from_static(b"after"))
+    );
+}
+
+/// Log Matching (Raft paper §5.3) makes a commit index learnable from any node: a vote
+/// rejection carries the rejecter's commit index and its term there, and a candidate
+/// whose entry there has the same term commits up to it — but not when the terms
+/// differ. This is what frees a voter stuck in an old configuration after the leader
+/// that removed itself left.
+#[test]
+fn vote_rejection_teaches_commit_index() {
+    for (hint_term, expected_commit) in [(1, 3), (2, 1)] {
+        let entries = [entry(2, 1, b"a"), entry(3, 1, b"b")];
+        let storage = storage_with(
+            &[1, 2, 3],
+            &entries,
+            HardState {
+                term: 1,
+                vote: 0,
+                commit: 1,
+            },
+        );
+        let mut n = RawNode::new(&config(1), storage).unwrap();
+        n.campaign();
+        handle_ready(&mut n);
+        let mut rejection = Message::new(MessageKind::RequestVoteResponse, 2, 1, 2);
+        rejection.reject = true;
+        rejection.commit = 3;
+        rejection.log_term = hint_term;
+        n.step(rejection).unwrap();
+        assert_eq!(n.status().commit, expected_commit, "hint term {hint_term}");
+    }
+    // And the rejecting side fills the hint in.
+    let entries = [entry(2, 1, b"a")];
+    let storage = storage_with(
+        &[1, 2, 3],
+        &entries,
+        HardState {
+            term: 1,
+            vote: 0,
+            commit: 2,
+        },
+    );
+    let mut voter = RawNode::new(&config(2), storage).unwrap();
+    let mut request = Message::new(MessageKind::RequestVote, 1, 2, 2);
+    request.index = 1;
+    request.log_term = 1;
+    voter.step(request).unwrap();
+    let response = outbox(&mut voter);
+    assert_eq!(
+        (response[0].reject, response[0].commit, response[0].log_term),
+        (true, 2, 1)
     );
 }
 
@@ -1095,4 +1161,115 @@ fn commit_only_appends_go_to_idle_followers_once() {
     let ack = outbox(net.node(2));
     net.node(1).step(ack[0].clone()).unwrap();
     assert!(handle_ready(net.node(1)).messages.is_empty());
+}
+
+/// Raft paper §7 (InstallSnapshot), sent stop-and-wait: only an acknowledgement that
+/// moves forward sends the next chunk, so a duplicated answer does not start a second
+/// stream of chunks; a heartbeat answer resends the chunk only if the transfer stalled.
+#[test]
+fn snapshot_chunks_advance_only_on_forward_acks() {
+    let mut net = Network::new(&[1, 2, 3], |c| c.snapshot_chunk_bytes_max = 10);
+    net.elect(1);
+    net.isolate(3);
+    net.node(1).propose(Bytes::from_static(b"x")).unwrap();
+    net.settle();
+    let applied = net.node(1).status().applied;
+    let conf_state = net.node(1).status().conf_state;
+    let storage = net.node(1).storage_mut();
+    storage
+        .create_snapshot(applied, conf_state, Bytes::from(vec![5u8; 30]))
+        .unwrap();
+    storage.compact(applied).unwrap();
+    // Node 3 answers a heartbeat; the leader probes it, node 3 rejects (it lacks the
+    // entries, which are compacted), and the leader starts the snapshot with chunk 0.
+    let mut answer = Message::new(MessageKind::HeartbeatResponse, 3, 1, 2);
+    answer.index = 1;
+    net.node(1).step(answer.clone()).unwrap();
+    let probe = handle_ready(net.node(1)).messages;
+    assert_eq!(kinds(&probe), vec![(MessageKind::Append, 3, 2)]);
+    net.node(3).step(probe[0].clone()).unwrap();
+    let rejection = outbox(net.node(3));
+    assert!(rejection[0].reject);
+    net.node(1).step(rejection[0].clone()).unwrap();
+    let sent = handle_ready(net.node(1)).messages;
+    let chunks = |messages: &[Message]| -> Vec<u64> {
+        messages
+            .iter()
+            .filter(|m| m.kind == MessageKind::Snapshot)
+            .map(|m| m.snapshot.as_ref().unwrap().offset)
+            .collect()
+    };
+    assert_eq!(chunks(&sent), vec![0]);
+    // The same acknowledgement twice: one next chunk, not two.
+    let mut ack = Message::new(MessageKind::SnapshotResponse, 3, 1, 2);
+    ack.index = 10;
+    net.node(1).step(ack.clone()).unwrap();
+    net.node(1).step(ack).unwrap();
+    assert_eq!(chunks(&handle_ready(net.node(1)).messages), vec![10]);
+    // A heartbeat answer right after progress does not resend; a second one (stalled) does.
+    net.node(1).step(answer.clone()).unwrap();
+    assert_eq!(
+        chunks(&handle_ready(net.node(1)).messages),
+        Vec::<u64>::new()
+    );
+    net.node(1).step(answer).unwrap();
+    assert_eq!(chunks(&handle_ready(net.node(1)).messages), vec![10]);
+    // The follower lost its partial copy: it rejects and the transfer starts over.
+    let mut restart = Message::new(MessageKind::SnapshotResponse, 3, 1, 2);
+    restart.reject = true;
+    net.node(1).step(restart).unwrap();
+    assert_eq!(chunks(&handle_ready(net.node(1)).messages), vec![0]);
+}
+
+/// Raft paper §7 with the driver contract: a snapshot that completes while committed
+/// entries are out with the driver (handed in a Ready, not yet applied) waits until
+/// `advance`, so membership changes among those entries are applied against the
+/// configuration they were written for, not the snapshot's later one.
+#[test]
+fn snapshot_waits_for_handed_out_entries_to_apply() {
+    let mut n = node(2, &[1, 2, 3]);
+    let mut append = Message::new(MessageKind::Append, 1, 2, 2);
+    append.index = 1;
+    append.log_term = 1;
+    append.entries = vec![entry(2, 2, b"a"), entry(3, 2, b"b")];
+    append.commit = 3;
+    n.step(append).unwrap();
+    let ready = n.ready();
+    assert_eq!(
+        ready.committed_entries.len(),
+        2,
+        "entries 2 and 3 handed out to apply"
+    );
+    n.storage_mut()
+        .set_hard_state(ready.hard_state.unwrap())
+        .unwrap();
+    n.storage_mut().append(&ready.entries).unwrap();
+    // Before the driver advances, a whole snapshot at index 10 arrives.
+    let mut message = Message::new(MessageKind::Snapshot, 1, 2, 2);
+    message.snapshot = Some(Box::new(crate::types::SnapshotChunk {
+        metadata: crate::types::SnapshotMetadata {
+            index: 10,
+            term: 2,
+            conf_state: ConfState::with_voters([1, 2, 3]),
+        },
+        offset: 0,
+        total_bytes: 4,
+        data: Bytes::from_static(b"snap"),
+    }));
+    n.step(message).unwrap();
+    assert_eq!(
+        n.status().commit,
+        3,
+        "not installed while entries are being applied"
+    );
+    n.advance();
+    let ready = handle_ready(&mut n);
+    assert_eq!(ready.snapshot.as_ref().map(|s| s.metadata.index), Some(10));
+    let responses: Vec<_> = ready
+        .persisted_messages
+        .iter()
+        .map(|m| (m.kind, m.index))
+        .collect();
+    assert_eq!(responses, vec![(MessageKind::AppendResponse, 10)]);
+    assert_eq!(n.status().commit, 10);
 }

@@ -307,6 +307,7 @@ impl<S: Storage> RawNode<S> {
             raft.on_applied(handed.committed_payload_bytes);
         }
         raft.on_persisted();
+        raft.on_advanced();
         self.check_invariants();
     }
 

@@ -290,7 +290,7 @@ impl Lab {
         let mut best: Option<(Term, NodeId)> = None;
         for &id in &self.connected {
             if let Some((term, true)) = self.state(id) {
-                if best.map_or(true, |(best_term, _)| term > best_term) {
+                if best.is_none_or(|(best_term, _)| term > best_term) {
                     best = Some((term, id));
                 }
             }

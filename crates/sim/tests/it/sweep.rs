@@ -7,37 +7,18 @@ use concord_sim::trace::TraceLevel;
 /// The seeds the sweep runs. Each takes a few tens of milliseconds in the test profile.
 const SWEEP_SEEDS: std::ops::Range<u64> = 0..300;
 
-/// Seeds in [`SWEEP_SEEDS`] that fail because of a known bug in the core, with the bug.
-/// The sweep requires them to keep failing, so that a fix is noticed and the seed
-/// removed from this list.
-const KNOWN_CORE_FAILURES: &[(u64, &str)] = &[(76, SELF_REMOVAL), (211, SELF_REMOVAL)];
-
-/// The known core liveness bug behind [`KNOWN_CORE_FAILURES`] (reproduced alone by
-/// `harness::leader_removing_itself_leaves_a_live_group`).
-const SELF_REMOVAL: &str =
-    "liveness: a leader that removes or demotes itself steps down as soon as it \
-    applies the change; a remaining voter that has not learnt the change committed stays in \
-    the old (or joint) configuration and needs the departed node's vote, which it refuses \
-    because its log is longer";
-
 // Proves that the core passes every checker (election safety, log matching, leader
 // completeness, state machine safety, committed entries never lost, linearizability,
-// liveness) on a few hundred random seeds of faults, except the seeds of known core
-// bugs, which must still fail.
+// liveness) on a few hundred random seeds of faults.
 #[test]
 fn random_seeds_pass_every_checker() {
     let mut unexpected = Vec::new();
     for seed in SWEEP_SEEDS {
         let report = run(&RunOptions::new(seed));
-        let known = KNOWN_CORE_FAILURES.iter().find(|(known, _)| *known == seed);
-        match (&report.failure, known) {
-            (None, None) | (Some(_), Some(_)) => {}
-            (Some(failure), None) => unexpected.push(format!(
+        if let Some(failure) = &report.failure {
+            unexpected.push(format!(
                 "seed {seed} FAILED {failure}\n  reproduce: cargo run --release -p concord-sim -- --seed {seed}"
-            )),
-            (None, Some((_, bug))) => unexpected.push(format!(
-                "seed {seed} passes now; remove it from KNOWN_CORE_FAILURES ({bug})"
-            )),
+            ));
         }
     }
     assert!(unexpected.is_empty(), "{}", unexpected.join("\n"));
