@@ -1111,7 +1111,7 @@ impl RaftLoop {
         group
             .metrics
             .commit
-            .store(group.raw.status().commit, Ordering::Relaxed);
+            .store(group.raw.raft().log.committed(), Ordering::Relaxed);
     }
 
     fn install_snapshot(&mut self, group: &mut Group, snapshot: Snapshot) {
