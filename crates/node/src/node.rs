@@ -1262,8 +1262,8 @@ impl RaftApi for NodeHandle {
     }
 
     async fn transfer_leader(&self, group: u64, target: NodeId) -> Result<(), ApiError> {
-        self.admin_here(group, AdminOp::TransferLeader { target })
-            .await
+        // Returns once this node sees `target` lead (never forwarded).
+        NodeHandle::transfer_leader(self, group, target).await
     }
 }
 

@@ -188,6 +188,27 @@ async fn follower_proposals_forward_or_redirect_and_reads_see_writes() {
             Err(ApiError::GroupNotFound { group: 999 }) => {}
             other => panic!("expected GroupNotFound, got {other:?}"),
         }
+
+        // Membership and leadership through the remote client (sent to a follower,
+        // redirected to the leader).
+        client
+            .add_learner(GROUP, 9, "127.0.0.1:9")
+            .await
+            .expect("add learner");
+        let members = client.members(GROUP).await.unwrap();
+        assert!(members.iter().any(|member| member.id == 9
+            && member.role == MemberRole::Learner
+            && member.address == "127.0.0.1:9"));
+        client.remove(GROUP, 9).await.expect("remove learner");
+        client
+            .leave(GROUP, 9)
+            .await
+            .expect("leaving twice is a no-op");
+        client.transfer_leader(GROUP, 2).await.expect("transfer");
+        assert_eq!(cluster.leader(GROUP, BOUND).await, 2);
+        let leader = cluster.node(1).status(GROUP).await.unwrap().leader;
+        assert!(leader.is_none_or(|leader| leader.id == 2));
+        assert_eq!(client.members(GROUP).await.unwrap().len(), 3);
         cluster.shutdown().await;
     })
     .await;
