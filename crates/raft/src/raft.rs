@@ -479,9 +479,12 @@ impl<S: Storage> Raft<S> {
                 self.heartbeat_ack_ticks.clear();
             }
             if !self.tracker.is_voter(self.id) {
-                // Still leading a group we are no longer a voter of: try the hand-off
-                // again (the last target may have been unreachable).
-                self.hand_off_leadership();
+                // The hand-off did not finish within an election timeout (its target may
+                // already lead without telling us: we are not in its configuration).
+                // Step down; voters still waiting on our vote learn the commit from our
+                // vote rejections.
+                self.become_follower(self.term, NO_NODE);
+                return;
             }
         }
         if self.role != Role::Leader {
@@ -906,6 +909,9 @@ impl<S: Storage> Raft<S> {
     /// back as a [`ReadState`] in a later Ready.
     pub fn read_index(&mut self, context: Bytes) -> Result<(), ProposeError> {
         match self.role {
+            Role::Leader if !self.tracker.is_voter(self.id) => {
+                Err(ProposeError::NotLeader { leader_hint: None })
+            }
             Role::Leader => {
                 if self.pending_read_count() >= PENDING_READS_MAX {
                     return Err(self.too_many_reads());
@@ -930,6 +936,18 @@ impl<S: Storage> Raft<S> {
     }
 
     fn handle_read_index(&mut self, context: Bytes, from: NodeId) {
+        if !self.tracker.is_voter(self.id) {
+            // Removed and handing leadership off: another node may already lead. Refuse
+            // (a follower's request gets a rejection; our own caller was refused earlier).
+            if from != self.id {
+                let mut response =
+                    Message::new(MessageKind::ReadIndexResponse, self.id, from, self.term);
+                response.reject = true;
+                response.context = context;
+                self.send(response);
+            }
+            return;
+        }
         if !self.committed_entry_in_current_term() {
             // Thesis §6.4 step 1: the commit index is only known once an entry of this
             // term has committed.
@@ -937,7 +955,8 @@ impl<S: Storage> Raft<S> {
             return;
         }
         let index = self.log.committed();
-        if self.tracker.is_singleton() {
+        if self.tracker.is_singleton() && self.tracker.is_voter(self.id) {
+            // We are the only voter: our commit index is the group's.
             self.respond_to_read(index, context, from);
             return;
         }
@@ -1036,11 +1055,11 @@ impl<S: Storage> Raft<S> {
                 _ => self.become_follower(message.term, NO_NODE),
             }
         } else if message.term < self.term {
-            if (self.config.check_quorum || self.config.pre_vote)
-                && matches!(message.kind, MessageKind::Heartbeat | MessageKind::Append)
-            {
-                // A stale leader (perhaps cut off and rejoining) learns our term and
-                // steps down; without this it could stay stuck under pre-vote.
+            if matches!(message.kind, MessageKind::Heartbeat | MessageKind::Append) {
+                // Raft paper Figure 2: every reply carries the current term, so a stale
+                // leader (cut off and rejoining, or left leading a configuration that
+                // moved on) learns it and steps down. Without this it could lead a group
+                // whose other voters ignore it forever.
                 let response = Message::new(
                     MessageKind::AppendResponse,
                     self.id,

@@ -1273,3 +1273,68 @@ fn snapshot_waits_for_handed_out_entries_to_apply() {
     assert_eq!(responses, vec![(MessageKind::AppendResponse, 10)]);
     assert_eq!(n.status().commit, 10);
 }
+
+/// Thesis §6.4 with §4.2.2: a leader that is no longer a voter (removed, handing
+/// leadership off) serves no reads — another node may already lead — even when the new
+/// configuration has a single voter, whose commit index is not ours to report.
+#[test]
+fn removed_leader_serves_no_reads() {
+    let mut net = Network::new(&[1, 2], |_| {});
+    net.elect(1);
+    net.cut.insert((1, 2));
+    net.cut.insert((2, 1));
+    // Node 2 misses an entry, so the hand-off must first catch it up.
+    net.node(1).propose(Bytes::from_static(b"x")).unwrap();
+    net.settle();
+    // Apply the removal of node 1 on node 1 directly: node 2 never hears of it.
+    let storage_conf = net
+        .node(1)
+        .apply_conf_change(&ConfChange::remove(1))
+        .unwrap();
+    assert_eq!(storage_conf.voters, vec![2]);
+    assert_eq!(
+        net.node(1).role(),
+        Role::Leader,
+        "handing off, not yet stepped down"
+    );
+    assert_eq!(
+        net.node(1)
+            .read_index(Bytes::from_static(b"r"))
+            .unwrap_err(),
+        ProposeError::NotLeader { leader_hint: None }
+    );
+    // A follower's forwarded read is refused too.
+    let mut forwarded = Message::new(MessageKind::ReadIndex, 2, 1, 0);
+    forwarded.context = Bytes::from_static(b"f");
+    net.node(1).step(forwarded).unwrap();
+    let ready = handle_ready(net.node(1));
+    assert!(ready.read_states.is_empty());
+    let refusals: Vec<_> = ready
+        .persisted_messages
+        .iter()
+        .map(|m| (m.kind, m.reject))
+        .collect();
+    assert_eq!(refusals, vec![(MessageKind::ReadIndexResponse, true)]);
+    // The hand-off cannot finish (cut off): after an election timeout it steps down.
+    for _ in 0..ELECTION {
+        net.node(1).tick();
+        handle_ready(net.node(1));
+    }
+    assert_eq!(net.node(1).role(), Role::Follower);
+}
+
+/// Raft paper Figure 2: a reply always carries the current term, so a leader of an
+/// older term learns it and steps down — also with pre-vote and check-quorum off.
+#[test]
+fn stale_leader_learns_term_from_any_reply() {
+    let mut n = node(2, &[1, 2, 3]);
+    n.step(Message::new(MessageKind::Heartbeat, 3, 2, 9))
+        .unwrap();
+    handle_ready(&mut n);
+    let mut stale = Message::new(MessageKind::Append, 1, 2, 4);
+    stale.index = 1;
+    stale.log_term = 1;
+    n.step(stale).unwrap();
+    let reply = outbox(&mut n);
+    assert_eq!(kinds(&reply), vec![(MessageKind::AppendResponse, 1, 9)]);
+}
