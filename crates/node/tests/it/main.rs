@@ -4,10 +4,10 @@
 mod faults;
 mod garbage;
 mod grpc_transport;
-mod service;
-mod support;
 mod node_cluster;
-mod node_support;
 mod node_membership;
 mod node_misc;
 mod node_restart;
+mod node_support;
+mod service;
+mod support;
