@@ -12,7 +12,7 @@
 //! | `cfg.setunreliable(b)`             | [`Cluster::set_unreliable`]                      |
 //! | `time.Sleep(..)`                   | [`Cluster::run_ticks`] / [`Cluster::run_until`]  |
 //! | `cfg.checkOneLeader()`             | [`Cluster::check_one_leader`] / [`Cluster::check_one_leader_among`] |
-//! | `cfg.checkNoLeader()`              | [`Cluster::leaders`]`().is_empty()`              |
+//! | `cfg.checkNoLeader()`              | [`Cluster::leader`]`().is_none()`                |
 //! | `cfg.checkTerms()`                 | [`Cluster::term`] of each node                   |
 //! | `cfg.nCommitted(index)`            | [`Cluster::committed_count`]                     |
 //! | `cfg.one(cmd, n, retry)`           | [`Cluster::one`]                                 |
@@ -20,10 +20,19 @@
 //! | `rf.Start(cmd)`                    | [`Cluster::propose_on`] / [`Cluster::propose`]   |
 //! | `rf.Snapshot(index, ..)`           | [`Cluster::snapshot`]                            |
 //!
+//! As in the lab's `config`, a node is *connected* unless [`Cluster::disconnect`] cut it
+//! off (or a [`Cluster::partition`] left it in no group); [`Cluster::connect`] restores
+//! its links to the peers that are themselves connected. [`Cluster::leader`],
+//! [`Cluster::check_one_leader`], [`Cluster::propose`] and [`Cluster::one`] consider
+//! only connected running nodes: a disconnected old leader that still thinks it leads
+//! is not the leader a client can reach.
+//!
 //! Beyond 6.824: [`Cluster::partition`] (groups), [`Cluster::cut_link`] (one-way),
 //! [`Cluster::campaign`], [`Cluster::transfer_leader`], [`Cluster::propose_conf_change`],
-//! [`Cluster::read_index`], and [`ClusterOptions`] for lossy networks, slow disks,
-//! spare node ids for membership changes, and [`SimFault`]s in the driver itself.
+//! [`Cluster::read_index`], disk faults ([`Cluster::arm_disk_fault`],
+//! [`Cluster::flip_bit`]), and [`ClusterOptions`] for lossy networks, slow and faulty
+//! disks, the storage kind, spare node ids for membership changes, and [`SimFault`]s in
+//! the driver itself.
 //!
 //! ```
 //! use bytes::Bytes;
@@ -34,12 +43,15 @@
 //! let leader = cluster.check_one_leader().unwrap();
 //! let index = cluster.one(Bytes::from_static(b"x"), 3, false).unwrap();
 //! assert_eq!(cluster.committed_count(index), (3, Some(Bytes::from_static(b"x"))));
-//! // 6.824 TestReElection: cut the leader off; the others elect a new one (the old
-//! // one may still think it leads, so ask among the others).
+//! // 6.824 TestReElection: cut the leader off; the others elect a new one. The old
+//! // one may still think it leads, but it is not connected, so it does not count.
 //! cluster.disconnect(leader);
-//! let others: Vec<u64> = cluster.node_ids().into_iter().filter(|&id| id != leader).collect();
-//! let new_leader = cluster.check_one_leader_among(&others).unwrap();
+//! let new_leader = cluster.check_one_leader().unwrap();
 //! assert_ne!(new_leader, leader);
+//! // It rejoins, hears of the new term, and the group keeps one leader.
+//! cluster.connect(leader);
+//! let index = cluster.one(Bytes::from_static(b"y"), 3, true).unwrap();
+//! assert_eq!(cluster.committed_count(index).0, 3);
 //! ```
 //!
 //! # Time
@@ -60,28 +72,48 @@
 //!
 //! # Crashes
 //!
-//! A crash keeps only the node's storage ([`crate::storage::NodeStorage`]): a write in
-//! progress is lost, and so are the state machine, pending reads, and everything
-//! in memory. A restart rebuilds the node from its storage alone: the key-value state
-//! from the latest snapshot, raft with `applied` at the snapshot's index and the
-//! membership recorded with that snapshot; committed entries after it are applied
-//! again. (The membership recorded at each applied change is as volatile as the state
-//! machine it goes with, so a restart takes the snapshot's.)
+//! A crash keeps only the node's storage ([`crate::storage::NodeStorage`]); the state
+//! machine, pending reads, and everything else in memory are lost. With memory storage
+//! a write in progress is lost. With the durable log (the default) the disk loses power
+//! in the middle of it: the crash is torn (with [`ClusterOptions::torn_crash_ppm`]) or
+//! clean, keeping a random prefix of the unsynced bytes or none, and the log's own
+//! recovery decides what survived; the recovered log is checked against every durable
+//! log seen so far at once.
+//!
+//! A restart rebuilds the node from its storage alone: the key-value state from the
+//! latest snapshot, raft with `applied` at the snapshot's index and the membership
+//! recorded with that snapshot; committed entries after it are applied again. (The
+//! membership recorded at each applied change is as volatile as the state machine it
+//! goes with, so a restart takes the snapshot's.)
+//!
+//! # Disk faults
+//!
+//! With the durable log, any write the driver makes (a `Ready`, a snapshot, a
+//! compaction) may hit a [`DiskFault`], with [`ClusterOptions::disk_fault_ppm`] or when
+//! armed by [`Cluster::arm_disk_fault`]: power lost while it syncs (torn or clean), or a
+//! failed fsync. Either way the log stops and so does the node: it crashes and restarts
+//! later through recovery, as a real node would. A fault that does not stop the write,
+//! or storage that stops without a fault, fails the run ([`CheckerKind::Storage`]), as
+//! does a recovery that refuses a disk only crashes touched.
+//!
+//! [`Cluster::flip_bit`] damages a crashed node's disk. Recovery must then refuse to
+//! start rather than serve wrong data: the node stays down for good
+//! ([`Cluster::recovery_refusal`] says why), as a real node waits for an operator.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use concord_raft::{
-    ConfChange, ConfState, Config, Entry, EntryKind, Index, LogPosition, LogStore, Message,
-    MessageKind, NodeId, ProposeError, RawNode, ReadState, Ready, Role, Storage, Term, NO_NODE,
+    ConfChange, ConfState, Config, Entry, EntryKind, Index, LogPosition, Message, MessageKind,
+    NodeId, ProposeError, RawNode, ReadState, Ready, Role, Storage, Term, NO_NODE,
 };
 
 use crate::checkers::{CheckerKind, CheckerSet, Checkers, Violation};
 use crate::kv::{Applied, Kv};
 use crate::network::{Network, NetworkConfig, SendOutcome, Time, TICK_INSTANTS};
-use crate::rng::{hash_bytes, hash_words, mix64, Rng};
-use crate::storage::{NodeStorage, SimStorage};
+use crate::rng::{hash_bytes, hash_words, mix64, Rng, PPM};
+use crate::storage::{DiskFault, NodeStorage, SimStorage, StorageFailure, StorageMode};
 use crate::trace::{Trace, TraceLevel};
 
 /// Most messages in flight at once. Far above any healthy run (a few hundred); past it
@@ -173,11 +205,20 @@ pub struct ClusterOptions {
     /// crashes rarely land at these moments, where durability and commitment rules
     /// matter most. Restarting is the caller's business.
     pub crash_point_ppm: u32,
+    /// The storage every node keeps its log in.
+    pub storage: StorageMode,
+    /// With [`StorageMode::Disk`]: chance, in ppm, that a write to a node's storage (a
+    /// `Ready`, a snapshot, a compaction) hits a [`DiskFault`], which stops the node.
+    pub disk_fault_ppm: u32,
+    /// With [`StorageMode::Disk`]: chance, in ppm, that a crash is torn (the disk keeps
+    /// a random prefix of the unsynced writes, the last one cut short) rather than
+    /// clean.
+    pub torn_crash_ppm: u32,
 }
 
 impl ClusterOptions {
-    /// `voters` nodes, default raft config, reliable network, instant disks, every
-    /// checker.
+    /// `voters` nodes, default raft config, reliable network, instant disks holding
+    /// the durable log (half the crashes torn, no other disk faults), every checker.
     pub fn new(voters: usize, seed: u64) -> ClusterOptions {
         ClusterOptions {
             seed,
@@ -191,6 +232,9 @@ impl ClusterOptions {
             check_core_invariants: true,
             collect_events: false,
             crash_point_ppm: 0,
+            storage: StorageMode::default(),
+            disk_fault_ppm: 0,
+            torn_crash_ppm: PPM / 2,
         }
     }
 }
@@ -249,6 +293,8 @@ struct UpNode {
     pending_reads: Vec<ReadState>,
     /// The storage as it was before the last write ([`SimFault::CrashLosesLastWrite`]).
     before_last_write: Option<NodeStorage>,
+    /// Index of the latest snapshot in storage (created, installed or started from).
+    snapshot_index: Index,
 }
 
 enum NodeState {
@@ -265,6 +311,12 @@ struct SimNode {
     state: NodeState,
     /// Last (role, term, leader) traced.
     last_seen: (Role, Term, NodeId),
+    /// A fault the disk injects into the node's next write ([`Cluster::arm_disk_fault`]).
+    armed_fault: Option<DiskFault>,
+    /// Bits were flipped on the disk since the node crashed: recover again at restart.
+    disk_damaged: bool,
+    /// Recovery refused the node's disk: it never restarts.
+    recovery_refusal: Option<String>,
 }
 
 /// Who applied one index, and what.
@@ -338,6 +390,12 @@ pub struct ClusterStats {
     pub crashes: u64,
     /// Membership changes applied (first application of each index).
     pub conf_changes_applied: u64,
+    /// Crashes that were torn (durable log only).
+    pub torn_crashes: u64,
+    /// Writes in progress that a crash interrupted (durable log only).
+    pub writes_interrupted: u64,
+    /// Disk faults that stopped a node (durable log only).
+    pub disk_faults: u64,
 }
 
 /// A simulated raft group. See the module docs.
@@ -350,7 +408,12 @@ pub struct Cluster {
     persists: BTreeMap<(Time, u64), (NodeId, u64)>,
     persist_sequence: u64,
     disk_rng: Rng,
+    /// Draws disk faults and torn crashes (apart from `disk_rng`, so that memory
+    /// storage runs draw the same write delays).
+    disk_fault_rng: Rng,
     crash_point_rng: Rng,
+    /// Nodes cut off by [`Cluster::disconnect`] (or left out of a partition).
+    disconnected: BTreeSet<NodeId>,
     checkers: Checkers,
     trace: Trace,
     failure: Option<Violation>,
@@ -387,7 +450,9 @@ impl Cluster {
             persists: BTreeMap::new(),
             persist_sequence: 0,
             disk_rng: Rng::stream(seed, "disks"),
+            disk_fault_rng: Rng::stream(seed, "disk-faults"),
             crash_point_rng: Rng::stream(seed, "crash-points"),
+            disconnected: BTreeSet::new(),
             checkers: Checkers::new(options.checkers),
             trace,
             failure: None,
@@ -397,12 +462,18 @@ impl Cluster {
             stats: ClusterStats::default(),
             options,
         };
+        let mut disk_seed_rng = Rng::stream(seed, "disk-seeds");
+        let mode = cluster.options.storage;
         for id in 1..=cluster.options.pool_size as NodeId {
+            let disk_seed = disk_seed_rng.next_u64();
             let storage = if id <= cluster.options.voters as NodeId {
-                NodeStorage::bootstrap(bootstrap.clone())
+                NodeStorage::bootstrap(mode, disk_seed, bootstrap.clone())
             } else {
-                NodeStorage::empty()
+                NodeStorage::empty(mode, disk_seed)
             };
+            let storage = storage.unwrap_or_else(|error| {
+                panic!("node {id}: creating {mode} storage on a blank disk: {error}")
+            });
             cluster.nodes.insert(
                 id,
                 SimNode {
@@ -410,6 +481,9 @@ impl Cluster {
                     tick_phase: phase_rng.below(TICK_INSTANTS),
                     state: NodeState::Down(Box::new(storage)),
                     last_seen: (Role::Follower, 0, NO_NODE),
+                    armed_fault: None,
+                    disk_damaged: false,
+                    recovery_refusal: None,
                 },
             );
         }
@@ -543,7 +617,14 @@ impl Cluster {
         self.view(id).map(|view| view.term)
     }
 
-    /// Running nodes that think they are leader, with their terms, highest term first.
+    /// True unless `id` was cut off by [`Cluster::disconnect`] (or left out of a
+    /// partition) and not connected since: the lab's `connected[id]`.
+    pub fn is_connected(&self, id: NodeId) -> bool {
+        self.nodes.contains_key(&id) && !self.disconnected.contains(&id)
+    }
+
+    /// Running nodes that think they are leader, with their terms, highest term first,
+    /// connected or not (a disconnected node may lead a term long gone).
     pub fn leaders(&self) -> Vec<(NodeId, Term)> {
         let mut leaders: Vec<(NodeId, Term)> = self
             .nodes
@@ -557,9 +638,13 @@ impl Cluster {
         leaders
     }
 
-    /// The running leader of the highest term, if any.
+    /// The connected running leader of the highest term, if any (the lab's
+    /// `checkOneLeader` looks only at connected servers).
     pub fn leader(&self) -> Option<NodeId> {
-        self.leaders().first().map(|&(id, _)| id)
+        self.leaders()
+            .into_iter()
+            .find(|&(id, _)| self.is_connected(id))
+            .map(|(id, _)| id)
     }
 
     /// The running leader of the highest term among `ids`, if any (6.824 tests that
@@ -615,23 +700,38 @@ impl Cluster {
     // -------------------------------------------------------------------------------
     // Faults.
 
-    /// Cuts every link to and from `id` (6.824 `disconnect`).
+    /// Cuts every link to and from `id` and marks it disconnected (6.824
+    /// `disconnect`).
     pub fn disconnect(&mut self, id: NodeId) {
         let all = self.node_ids();
         self.network.isolate(id, &all);
+        self.disconnected.insert(id);
         self.trace_event(&[10, id], || format!("network: node {id} disconnected"));
     }
 
-    /// Restores every link to and from `id` (6.824 `connect`).
+    /// Marks `id` connected and restores its links, both ways, to every peer that is
+    /// connected (6.824 `connect`: a link works when both its ends are connected).
+    /// Links to disconnected peers stay cut until those are connected in turn.
     pub fn connect(&mut self, id: NodeId) {
-        self.network.reconnect(id);
+        self.disconnected.remove(&id);
+        let peers: Vec<NodeId> = self
+            .node_ids()
+            .into_iter()
+            .filter(|&peer| peer != id && self.is_connected(peer))
+            .collect();
+        self.network.reconnect(id, &peers);
         self.trace_event(&[11, id], || format!("network: node {id} connected"));
     }
 
-    /// Only nodes in the same group can talk; nodes in no group are isolated.
+    /// Only nodes in the same group can talk; nodes in no group are isolated, and
+    /// count as disconnected until connected or healed.
     pub fn partition(&mut self, groups: &[Vec<NodeId>]) {
         let all = self.node_ids();
         self.network.partition(groups, &all);
+        self.disconnected = all
+            .into_iter()
+            .filter(|id| !groups.iter().any(|group| group.contains(id)))
+            .collect();
         let mut words = vec![12];
         for group in groups {
             words.push(u64::MAX);
@@ -656,9 +756,10 @@ impl Cluster {
         });
     }
 
-    /// Restores every link.
+    /// Restores every link; every node is connected.
     pub fn heal(&mut self) {
         self.network.heal();
+        self.disconnected.clear();
         self.trace_event(&[15], || "network: healed".to_string());
     }
 
@@ -713,42 +814,164 @@ impl Cluster {
 
     /// Crashes `id`: only its storage survives (see the module docs).
     pub fn crash(&mut self, id: NodeId) {
-        let Some(node) = self.nodes.get_mut(&id) else {
+        let Some(up) = self.take_up(id) else {
             return;
         };
-        let NodeState::Up(_) = node.state else { return };
-        let NodeState::Up(up) = std::mem::replace(&mut node.state, NodeState::Taken) else {
-            unreachable!()
-        };
-        let up = *up;
-        let mut storage = up.raw.into_storage();
+        let UpNode {
+            raw,
+            in_flight,
+            before_last_write,
+            ..
+        } = *up;
+        let mut storage = raw.into_storage();
+        let disk = storage.mode() == StorageMode::Disk;
+        let torn = disk && self.disk_fault_rng.chance(self.options.torn_crash_ppm);
+        let mut problem: Option<(CheckerKind, String)> = None;
+        if let (true, Some(ready)) = (disk, in_flight) {
+            // Power fails in the middle of the write in progress: some of it may reach
+            // the disk, and recovery decides what counts.
+            self.stats.writes_interrupted += 1;
+            storage.arm(DiskFault::PowerLoss { torn });
+            match storage.persist_ready(ready.hard_state, ready.snapshot, &ready.entries) {
+                Err(StorageFailure::Stopped(_)) => {}
+                Ok(()) => {
+                    problem = Some((
+                        CheckerKind::Storage,
+                        format!("node {id}: power failed during a write, but the write completed"),
+                    ))
+                }
+                Err(error) => {
+                    problem = Some((
+                        CheckerKind::DriverContract,
+                        format!("node {id}: writing the Ready in progress at a crash: {error}"),
+                    ))
+                }
+            }
+        }
         if self.options.sim_fault == Some(SimFault::CrashLosesLastWrite) {
-            if let Some(before) = up.before_last_write {
+            if let Some(before) = before_last_write {
                 storage = before;
             }
         }
-        node.state = NodeState::Down(Box::new(storage.crash()));
+        let spare = storage.clone();
+        let storage = match storage.crash(torn) {
+            Ok(recovered) => recovered,
+            Err(error) => {
+                let how = if torn { "torn" } else { "clean" };
+                problem = problem.or(Some((
+                    CheckerKind::Storage,
+                    format!("node {id}: recovery after a {how} crash failed: {error}"),
+                )));
+                spare
+            }
+        };
+        let now = self.now;
+        if problem.is_none() && disk {
+            // What recovery kept must agree with every durable log seen so far.
+            if let Err(violation) = self.checkers.on_persist(id, &storage, 0, now) {
+                self.set_failure(violation);
+            }
+        }
+        let node = self.nodes.get_mut(&id).expect("known node");
+        node.state = NodeState::Down(Box::new(storage));
         node.incarnation += 1;
         node.last_seen = (Role::Follower, 0, NO_NODE);
+        node.armed_fault = None;
         self.stats.crashes += 1;
-        let now = self.now;
+        if torn {
+            self.stats.torn_crashes += 1;
+        }
         if self.options.collect_events {
             self.events.push(ClusterEvent::Crashed {
                 node: id,
                 time: now,
             });
         }
-        self.trace_event(&[20, id], || format!("node {id}: crashed"));
+        self.trace_event(&[20, id, u64::from(torn)], || {
+            if torn {
+                format!("node {id}: crashed (torn)")
+            } else {
+                format!("node {id}: crashed")
+            }
+        });
+        if let Some((checker, message)) = problem {
+            self.fail(checker, message);
+        }
     }
 
-    /// Restarts crashed node `id` from its storage.
+    /// Restarts crashed node `id` from its storage (unless recovery refused its disk).
     pub fn restart(&mut self, id: NodeId) {
-        if matches!(
-            self.nodes.get(&id).map(|node| &node.state),
-            Some(NodeState::Down(_))
-        ) {
+        let Some(node) = self.nodes.get(&id) else {
+            return;
+        };
+        if matches!(node.state, NodeState::Down(_)) && node.recovery_refusal.is_none() {
             self.start(id);
         }
+    }
+
+    /// Node `id`'s storage, running or crashed.
+    pub fn storage(&self, id: NodeId) -> Option<&NodeStorage> {
+        match &self.nodes.get(&id)?.state {
+            NodeState::Up(up) => Some(up.raw.storage()),
+            NodeState::Down(storage) => Some(storage),
+            NodeState::Taken => None,
+        }
+    }
+
+    /// Makes node `id`'s disk inject `fault` into the node's next write (a `Ready`, a
+    /// snapshot or a compaction), which stops the node: it crashes, to be restarted
+    /// later. Returns false, doing nothing, unless the node runs on the durable log.
+    pub fn arm_disk_fault(&mut self, id: NodeId, fault: DiskFault) -> bool {
+        let Some(node) = self.nodes.get_mut(&id) else {
+            return false;
+        };
+        let NodeState::Up(up) = &node.state else {
+            return false;
+        };
+        if up.raw.storage().mode() != StorageMode::Disk {
+            return false;
+        }
+        node.armed_fault = Some(fault);
+        self.trace_event(&[24, id], || {
+            format!("node {id}: disk set to inject {fault} into the next write")
+        });
+        true
+    }
+
+    /// Flips bit `bit` of byte `offset` of file `path` on crashed node `id`'s disk
+    /// ([`concord_storage::SimFs::flip_bit`]). Its restart recovers the disk again, and
+    /// must refuse damage it cannot tell from a torn write: the node then stays down
+    /// ([`Cluster::recovery_refusal`]).
+    pub fn flip_bit(
+        &mut self,
+        id: NodeId,
+        path: &std::path::Path,
+        offset: u64,
+        bit: u8,
+    ) -> Result<(), String> {
+        let node = self
+            .nodes
+            .get_mut(&id)
+            .ok_or_else(|| format!("no node {id}"))?;
+        let NodeState::Down(storage) = &node.state else {
+            return Err(format!("node {id} is running: crash it first"));
+        };
+        let fs = storage
+            .fs()
+            .ok_or_else(|| format!("node {id} keeps its log in memory: there is no disk"))?;
+        fs.flip_bit(path, offset, bit)
+            .map_err(|error| format!("node {id}: {error}"))?;
+        node.disk_damaged = true;
+        let path = path.display().to_string();
+        self.trace_event(&[25, id, offset, u64::from(bit)], || {
+            format!("node {id}: disk damaged: bit {bit} of byte {offset} of {path} flipped")
+        });
+        Ok(())
+    }
+
+    /// Why recovery refused node `id`'s disk, if it did: the node stays down for good.
+    pub fn recovery_refusal(&self, id: NodeId) -> Option<&str> {
+        self.nodes.get(&id)?.recovery_refusal.as_deref()
     }
 
     fn start(&mut self, id: NodeId) {
@@ -758,6 +981,26 @@ impl Cluster {
         };
         let mut storage = *storage;
         let incarnation = node.incarnation;
+        if std::mem::take(&mut node.disk_damaged) {
+            // The disk changed while the node was down: recover from it again.
+            let spare = storage.clone();
+            storage = match storage.crash(false) {
+                Ok(recovered) => recovered,
+                Err(StorageFailure::Corrupt(why)) => {
+                    node.state = NodeState::Down(Box::new(spare));
+                    node.recovery_refusal = Some(why.clone());
+                    self.trace_event(&[26, id], || format!("node {id}: refuses to start: {why}"));
+                    return;
+                }
+                Err(error) => {
+                    node.state = NodeState::Down(Box::new(spare));
+                    return self.fail(
+                        CheckerKind::Storage,
+                        format!("node {id}: recovering its damaged disk: {error}"),
+                    );
+                }
+            };
+        }
         let snapshot = match storage.snapshot(0) {
             Ok(snapshot) => snapshot,
             Err(error) => {
@@ -769,7 +1012,13 @@ impl Cluster {
             }
         };
         // The state machine restarts from the snapshot, so membership does too.
-        storage.set_conf_state(snapshot.metadata.conf_state.clone());
+        if let Err(error) = storage.set_conf_state(snapshot.metadata.conf_state.clone()) {
+            node.state = NodeState::Down(Box::new(storage));
+            return self.fail(
+                CheckerKind::DriverContract,
+                format!("node {id}: recording its snapshot's membership to restart: {error}"),
+            );
+        }
         let kv = match Kv::restore(snapshot.metadata.index, &snapshot.data) {
             Ok(kv) => kv,
             Err(error) => {
@@ -797,6 +1046,7 @@ impl Cluster {
             }
         };
         node.last_seen = (raw.role(), raw.term(), raw.leader());
+        let snapshot_index = snapshot.metadata.index;
         node.state = NodeState::Up(Box::new(UpNode {
             raw,
             kv,
@@ -804,8 +1054,8 @@ impl Cluster {
             in_flight: None,
             pending_reads: Vec::new(),
             before_last_write: None,
+            snapshot_index,
         }));
-        let snapshot_index = snapshot.metadata.index;
         self.trace_event(&[21, id, incarnation, snapshot_index], || {
             format!(
                 "node {id}: started (incarnation {incarnation}, from snapshot at {snapshot_index})"
@@ -850,8 +1100,8 @@ impl Cluster {
         result
     }
 
-    /// Proposes `data` on the current [`Cluster::leader`], returning the leader and the
-    /// position, or `None` if there is no leader or it refused.
+    /// Proposes `data` on the current [`Cluster::leader`] (connected), returning the
+    /// leader and the position, or `None` if there is no leader or it refused.
     pub fn propose(&mut self, data: Bytes) -> Option<(NodeId, LogPosition)> {
         let leader = self.leader()?;
         self.propose_on(leader, data)
@@ -896,47 +1146,52 @@ impl Cluster {
 
     /// Node `id` snapshots its state machine at its applied index and compacts its log
     /// up to `keep_entries` entries before it. Returns true if it took a snapshot (it
-    /// does not while a write is in progress or with nothing new applied).
+    /// does not while a write is in progress or with nothing new applied, nor when a
+    /// disk fault stops it).
     pub fn snapshot(&mut self, id: NodeId, keep_entries: u64) -> bool {
-        let now = self.now;
-        let Some(NodeState::Up(up)) = self.nodes.get_mut(&id).map(|node| &mut node.state) else {
-            return false;
-        };
-        if up.in_flight.is_some() {
+        if self.failure.is_some() {
             return false;
         }
+        let Some(mut up) = self.take_up(id) else {
+            return false;
+        };
         let applied = up.kv.applied_index();
-        let storage = up.raw.storage_mut();
-        let current = storage
-            .snapshot(0)
-            .map(|snapshot| snapshot.metadata.index)
-            .unwrap_or(0);
-        if applied <= current {
+        if up.in_flight.is_some() || applied <= up.snapshot_index {
+            self.put_up(id, up);
             return false;
         }
         let data = up.kv.encode_snapshot();
         let bytes = data.len();
-        if let Err(error) = storage.create_snapshot(applied, up.conf_state.clone(), data) {
-            self.fail_at(
-                now,
-                CheckerKind::DriverContract,
-                format!("node {id}: create_snapshot at applied index {applied}: {error}"),
-            );
+        let conf_state = up.conf_state.clone();
+        let written = self.storage_write(
+            id,
+            up.raw.storage_mut(),
+            || format!("a snapshot at applied index {applied}"),
+            |storage| storage.record_snapshot(applied, conf_state, data),
+        );
+        if !self.after_storage_write(id, up, written) {
             return false;
         }
+        let Some(mut up) = self.take_up(id) else {
+            return false;
+        };
+        up.snapshot_index = applied;
+        self.stats.snapshots_created += 1;
         let compact_to = applied.saturating_sub(keep_entries);
-        let compaction_point = storage.first_index().unwrap_or(1) - 1;
+        let compaction_point = up.raw.storage().first_index().unwrap_or(1) - 1;
         if compact_to > compaction_point {
-            if let Err(error) = storage.compact(compact_to) {
-                self.fail_at(
-                    now,
-                    CheckerKind::DriverContract,
-                    format!("node {id}: compact to {compact_to}: {error}"),
-                );
+            let written = self.storage_write(
+                id,
+                up.raw.storage_mut(),
+                || format!("a compaction to {compact_to}"),
+                |storage| storage.compact_log(compact_to),
+            );
+            if !self.after_storage_write(id, up, written) {
                 return false;
             }
+        } else {
+            self.put_up(id, up);
         }
-        self.stats.snapshots_created += 1;
         self.trace_event(&[35, id, applied, compact_to], || {
             format!("node {id}: snapshot at {applied} ({bytes} bytes), compacted to {compact_to}")
         });
@@ -1051,6 +1306,10 @@ impl Cluster {
         let now = self.now;
         let mut result = Ok(());
         for (&id, node) in &self.nodes {
+            if node.recovery_refusal.is_some() {
+                // Its disk is damaged and nothing reads it any more.
+                continue;
+            }
             result = match &node.state {
                 NodeState::Up(up) => self.checkers.on_persist(id, up.raw.storage(), 0, now),
                 NodeState::Down(storage) => self.checkers.on_persist(id, storage.as_ref(), 0, now),
@@ -1071,7 +1330,8 @@ impl Cluster {
     }
 
     /// 6.824 `checkOneLeader`: runs up to [`ELECTION_WAIT_ELECTION_TIMEOUTS`] election
-    /// timeouts until some running node leads, and returns it.
+    /// timeouts until some connected running node leads, and returns it (the one of
+    /// the highest term: [`Cluster::leader`]).
     pub fn check_one_leader(&mut self) -> Result<NodeId, String> {
         let ticks =
             ELECTION_WAIT_ELECTION_TIMEOUTS * u64::from(self.options.config.election_timeout_ticks);
@@ -1115,10 +1375,11 @@ impl Cluster {
         Ok(if applied_by >= count { data } else { None })
     }
 
-    /// 6.824 `one`: proposes `data` on a leader until `expected_nodes` nodes applied
-    /// it, trying for up to 10 election-timeout rounds, each waiting 2 election
-    /// timeouts. With `retry` false, gives up after the first accepted proposal fails.
-    /// Returns the index it was applied at.
+    /// 6.824 `one`: offers `data` to each connected running node in turn until one
+    /// accepts it (as leader) and `expected_nodes` nodes applied it, trying for up to
+    /// 10 election-timeout rounds, each waiting 2 election timeouts. With `retry`
+    /// false, gives up after the first accepted proposal fails. Returns the index it
+    /// was applied at.
     pub fn one(
         &mut self,
         data: Bytes,
@@ -1130,7 +1391,12 @@ impl Cluster {
             if let Some(failure) = &self.failure {
                 return Err(failure.to_string());
             }
-            let proposed = self.node_ids().into_iter().find_map(|id| {
+            let connected: Vec<NodeId> = self
+                .node_ids()
+                .into_iter()
+                .filter(|&id| self.is_connected(id))
+                .collect();
+            let proposed = connected.into_iter().find_map(|id| {
                 let accepted = self.propose_on(id, data.clone()).ok()?;
                 Some(accepted)
             });
@@ -1304,11 +1570,10 @@ impl Cluster {
 
     /// Node `id`'s snapshot index (created or installed), if running.
     pub fn snapshot_index(&self, id: NodeId) -> Option<Index> {
-        let raw = self.raw_node(id)?;
-        raw.storage()
-            .snapshot(0)
-            .ok()
-            .map(|snapshot| snapshot.metadata.index)
+        match &self.nodes.get(&id)?.state {
+            NodeState::Up(up) => Some(up.snapshot_index),
+            _ => None,
+        }
     }
 
     /// How many times node `id` has crashed: work sent to an earlier incarnation is
@@ -1411,9 +1676,10 @@ impl Cluster {
     fn complete_ready(&mut self, id: NodeId, mut up: Box<UpNode>, mut ready: Ready) {
         let now = self.now;
         // Step 3: persist hard state, snapshot and entries, together.
-        if let Err(message) = self.persist(id, &mut up, &ready) {
-            self.put_up(id, up);
-            return self.fail(CheckerKind::DriverContract, message);
+        let written = self.persist(id, &mut up, &ready);
+        if !matches!(written, Ok(true)) {
+            self.after_storage_write(id, up, written);
+            return;
         }
         // Step 4, second half: what promised durable state.
         for message in std::mem::take(&mut ready.persisted_messages) {
@@ -1441,6 +1707,7 @@ impl Cluster {
             }
             up.kv = kv;
             up.conf_state = metadata.conf_state.clone();
+            up.snapshot_index = metadata.index;
             self.stats.snapshots_installed += 1;
             let (index, term) = (metadata.index, metadata.term);
             self.trace_event(&[61, id, index, term], || {
@@ -1491,62 +1758,152 @@ impl Cluster {
         }
     }
 
-    fn persist(&mut self, id: NodeId, up: &mut UpNode, ready: &Ready) -> Result<(), String> {
+    /// Step 3 of the driver contract: makes `ready`'s hard state, snapshot and entries
+    /// durable together. See [`Cluster::storage_write`] for what it returns.
+    fn persist(&mut self, id: NodeId, up: &mut UpNode, ready: &Ready) -> StorageWrite {
         let now = self.now;
         if !ready.must_persist() {
-            return Ok(());
+            return Ok(true);
         }
         if self.options.sim_fault == Some(SimFault::CrashLosesLastWrite) {
-            up.before_last_write = Some(up.raw.storage().clone());
-        }
-        let storage = up.raw.storage_mut();
-        let mut dirty_from: Option<Index> = None;
-        if let Some(snapshot) = &ready.snapshot {
-            let index = snapshot.metadata.index;
-            storage.apply_snapshot(snapshot.clone()).map_err(|error| {
-                format!("node {id}: storage refused the snapshot at index {index}: {error}")
-            })?;
-            dirty_from = Some(index + 1);
-        }
-        if let Some(first) = ready.entries.first() {
-            let first_index = first.index;
-            let corrupt =
-                self.options.sim_fault == Some(SimFault::CorruptPersistedEntry) && id == 1;
-            let result = if corrupt && self.disk_rng.chance(200_000) {
-                let mut entries = ready.entries.clone();
-                if let Some(entry) = entries
-                    .iter_mut()
-                    .rev()
-                    .find(|entry| entry.kind == EntryKind::Normal && !entry.data.is_empty())
-                {
-                    let mut data = BytesMut::from(&entry.data[..]);
-                    let last = data.len() - 1;
-                    data[last] ^= 0x01;
-                    entry.data = data.freeze();
-                }
-                storage.append(&entries)
-            } else {
-                storage.append(&ready.entries)
-            };
-            result.map_err(|error| {
-                format!(
-                    "node {id}: storage refused entries {first_index}..={}: {error}",
-                    first_index + ready.entries.len() as u64 - 1
+            let before = up.raw.storage().fork().map_err(|error| {
+                (
+                    CheckerKind::Storage,
+                    format!("node {id}: copying its storage: {error}"),
                 )
             })?;
-            dirty_from = Some(dirty_from.map_or(first_index, |from| from.min(first_index)));
+            up.before_last_write = Some(before);
         }
-        if let Some(hard_state) = ready.hard_state {
-            storage.set_hard_state(hard_state).map_err(|error| {
-                format!("node {id}: storage refused hard state {hard_state:?}: {error}")
-            })?;
+        let corrupt = self.options.sim_fault == Some(SimFault::CorruptPersistedEntry)
+            && id == 1
+            && !ready.entries.is_empty()
+            && self.disk_rng.chance(200_000);
+        let corrupted = corrupt.then(|| {
+            let mut entries = ready.entries.clone();
+            if let Some(entry) = entries
+                .iter_mut()
+                .rev()
+                .find(|entry| entry.kind == EntryKind::Normal && !entry.data.is_empty())
+            {
+                let mut data = BytesMut::from(&entry.data[..]);
+                let last = data.len() - 1;
+                data[last] ^= 0x01;
+                entry.data = data.freeze();
+            }
+            entries
+        });
+        let entries: &[Entry] = corrupted.as_deref().unwrap_or(&ready.entries);
+        let snapshot_index = ready
+            .snapshot
+            .as_ref()
+            .map(|snapshot| snapshot.metadata.index);
+        let written = self.storage_write(
+            id,
+            up.raw.storage_mut(),
+            || describe_write(ready),
+            |storage| storage.persist_ready(ready.hard_state, ready.snapshot.clone(), entries),
+        )?;
+        if !written {
+            return Ok(false);
         }
+        let entries_from = ready.entries.first().map(|entry| entry.index);
+        let dirty_from = match (snapshot_index, entries_from) {
+            (Some(snapshot), Some(first)) => Some((snapshot + 1).min(first)),
+            (Some(snapshot), None) => Some(snapshot + 1),
+            (None, first) => first,
+        };
         if let Some(from) = dirty_from {
             if let Err(violation) = self.checkers.on_persist(id, up.raw.storage(), from, now) {
                 self.set_failure(violation);
             }
         }
-        Ok(())
+        Ok(true)
+    }
+
+    /// Runs `write` (described by `what`) on node `id`'s `storage`, with the disk fault
+    /// armed for the node or drawn with [`ClusterOptions::disk_fault_ppm`] injected
+    /// into it. See [`StorageWrite`].
+    fn storage_write(
+        &mut self,
+        id: NodeId,
+        storage: &mut NodeStorage,
+        what: impl FnOnce() -> String,
+        write: impl FnOnce(&mut NodeStorage) -> Result<(), StorageFailure>,
+    ) -> StorageWrite {
+        let fault = self.draw_disk_fault(id, storage.mode());
+        if let Some(fault) = fault {
+            storage.arm(fault);
+        }
+        match (write(storage), fault) {
+            (Ok(()), None) => Ok(true),
+            (Err(StorageFailure::Stopped(why)), Some(fault)) => {
+                self.stats.disk_faults += 1;
+                let code = match fault {
+                    DiskFault::PowerLoss { torn } => u64::from(torn),
+                    DiskFault::SyncFailure => 2,
+                };
+                self.trace_event(&[23, id, code], || {
+                    format!("node {id}: {fault} while writing {}: {why}; the node stops", what())
+                });
+                Ok(false)
+            }
+            (Ok(()), Some(fault)) => Err((
+                CheckerKind::Storage,
+                format!(
+                    "node {id}: the disk injected {fault} into the write of {}, yet the write succeeded",
+                    what()
+                ),
+            )),
+            (Err(error @ StorageFailure::Stopped(_)), None) => Err((
+                CheckerKind::Storage,
+                format!("node {id}: writing {}: {error} (no fault was injected)", what()),
+            )),
+            (Err(error), _) => Err((
+                CheckerKind::DriverContract,
+                format!("node {id}: writing {}: {error}", what()),
+            )),
+        }
+    }
+
+    /// The disk fault to inject into node `id`'s next write, if any: the one armed,
+    /// else one drawn.
+    fn draw_disk_fault(&mut self, id: NodeId, mode: StorageMode) -> Option<DiskFault> {
+        if mode != StorageMode::Disk {
+            return None;
+        }
+        let armed = self
+            .nodes
+            .get_mut(&id)
+            .and_then(|node| node.armed_fault.take());
+        if armed.is_some() {
+            return armed;
+        }
+        if !self.disk_fault_rng.chance(self.options.disk_fault_ppm) {
+            return None;
+        }
+        Some(match self.disk_fault_rng.below(3) {
+            0 => DiskFault::PowerLoss { torn: false },
+            1 => DiskFault::PowerLoss { torn: true },
+            _ => DiskFault::SyncFailure,
+        })
+    }
+
+    /// Puts `up` back after a storage write, then acts on what the write came to:
+    /// returns true if it is durable; crashes the node if a disk fault stopped it;
+    /// records the failure otherwise.
+    fn after_storage_write(&mut self, id: NodeId, up: Box<UpNode>, written: StorageWrite) -> bool {
+        self.put_up(id, up);
+        match written {
+            Ok(true) => true,
+            Ok(false) => {
+                self.crash(id);
+                false
+            }
+            Err((checker, message)) => {
+                self.fail(checker, message);
+                false
+            }
+        }
     }
 
     /// Applies one committed entry on `id`. Errors are contract breaches.
@@ -1574,7 +1931,12 @@ impl Cluster {
             }
             conf_outcome = match &result {
                 Ok(conf_state) => {
-                    up.raw.storage_mut().set_conf_state(conf_state.clone());
+                    up.raw
+                        .storage_mut()
+                        .set_conf_state(conf_state.clone())
+                        .map_err(|error| {
+                            format!("node {id}: recording membership {conf_state:?}: {error}")
+                        })?;
                     up.conf_state = conf_state.clone();
                     if entry.index > self.latest_conf.0 {
                         self.latest_conf = (entry.index, conf_state.clone());
@@ -1686,6 +2048,26 @@ impl Cluster {
         self.trace
             .record(self.now, TraceLevel::Events, words, describe);
     }
+}
+
+/// What a write to storage came to: `Ok(true)` durable; `Ok(false)` a disk fault
+/// injected into it stopped the node's storage, so the node must crash; `Err` the run
+/// failed (storage refused the write, or did not behave as the fault said it would).
+type StorageWrite = Result<bool, (CheckerKind, String)>;
+
+/// What a `Ready` asks to persist, for messages.
+fn describe_write(ready: &Ready) -> String {
+    let mut parts = Vec::new();
+    if let Some(snapshot) = &ready.snapshot {
+        parts.push(format!("snapshot at {}", snapshot.metadata.index));
+    }
+    if let (Some(first), Some(last)) = (ready.entries.first(), ready.entries.last()) {
+        parts.push(format!("entries {}..={}", first.index, last.index));
+    }
+    if let Some(hard_state) = ready.hard_state {
+        parts.push(format!("hard state {hard_state:?}"));
+    }
+    parts.join(", ")
 }
 
 /// Encodes a read's context: the caller's tag, then the key.

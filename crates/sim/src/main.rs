@@ -2,8 +2,8 @@
 //! invariant violation with the command that replays it.
 //!
 //! ```text
-//! concord-sim --seeds A..B [--ticks N] [--bug NAME] [--fault NAME]   sweep seeds A to B-1
-//! concord-sim --seed N [--trace] [--ticks N] [--bug NAME] [--fault NAME]
+//! concord-sim --seeds A..B [--storage mem|disk] [--ticks N] [--bug NAME] [--fault NAME]
+//! concord-sim --seed N [--trace] [--storage mem|disk] [--ticks N] [--bug NAME] [--fault NAME]
 //! ```
 //!
 //! Exit codes: 0 every run passed; 1 some run failed; 2 the command line was wrong.
@@ -17,6 +17,7 @@ use concord_sim::checkers::CheckerKind;
 use concord_sim::cluster::SimFault;
 use concord_sim::params::{planted_bug_from_name, planted_bug_name, PLANTED_BUGS};
 use concord_sim::run::{run, RunOptions, RunReport};
+use concord_sim::storage::StorageMode;
 use concord_sim::trace::TraceLevel;
 
 /// Prints a line to standard output; a closed pipe (`| head`) is not an error.
@@ -31,6 +32,8 @@ usage: concord-sim --seeds A..B [options]    run seeds A to B-1, report failures
        concord-sim --seed N [options]        replay one seed with a readable trace
 
 options:
+  --storage KIND  where nodes keep their logs: disk (concord-storage on a simulated disk,
+                  with torn crashes and disk faults; the default) or mem (MemStorage)
   --ticks N       length of the safety phase in ticks (default: drawn from the seed)
   --bug NAME      plant a bug in the core: commit-old-term-by-count, vote-without-log-check,
                   lease-read-without-check-quorum, forget-vote
@@ -50,6 +53,7 @@ struct Command {
     ticks: Option<u64>,
     bug: Option<PlantedBug>,
     fault: Option<SimFault>,
+    storage: StorageMode,
     trace: bool,
     quiet: bool,
 }
@@ -61,6 +65,7 @@ fn parse(arguments: &[String]) -> Result<Option<Command>, String> {
         ticks: None,
         bug: None,
         fault: None,
+        storage: StorageMode::default(),
         trace: false,
         quiet: false,
     };
@@ -123,6 +128,12 @@ fn parse(arguments: &[String]) -> Result<Option<Command>, String> {
                 })?;
                 command.fault = Some(fault);
             }
+            "--storage" => {
+                let name = iter.next().ok_or("--storage needs mem or disk")?;
+                command.storage = StorageMode::from_name(name).ok_or_else(|| {
+                    format!("--storage: unknown storage {name:?}; known: mem, disk")
+                })?;
+            }
             "--trace" => command.trace = true,
             "--quiet" => command.quiet = true,
             other => return Err(format!("unknown argument {other:?}")),
@@ -140,6 +151,9 @@ fn parse(arguments: &[String]) -> Result<Option<Command>, String> {
 /// The command that replays `seed` as `command` ran it.
 fn replay_command(seed: u64, command: &Command) -> String {
     let mut text = format!("cargo run --release -p concord-sim -- --seed {seed}");
+    if command.storage != StorageMode::default() {
+        text.push_str(&format!(" --storage {}", command.storage));
+    }
     if let Some(ticks) = command.ticks {
         text.push_str(&format!(" --ticks {ticks}"));
     }
@@ -157,6 +171,7 @@ fn options(seed: u64, command: &Command) -> RunOptions {
     options.safety_ticks = command.ticks;
     options.planted_bug = command.bug;
     options.sim_fault = command.fault;
+    options.storage = command.storage;
     if command.single && !command.quiet {
         options.trace_level = if command.trace {
             TraceLevel::Messages
@@ -175,8 +190,9 @@ fn first_line(text: &str) -> &str {
 fn summarize_one(report: &RunReport) {
     out!(
         "seed {}: {} ticks (liveness in {}), {} ops invoked, {} completed, {} unknown, {} checked; \
-         {} entries applied, {} snapshots created, {} installed, {} crashes, {} membership changes; \
-         {} messages sent, {} lost, {} cut; trace hash {:016x}",
+         {} entries applied, {} snapshots created, {} installed, {} crashes ({} torn, {} mid-write), \
+         {} disk faults, {} membership changes; {} messages sent ({} bytes), {} lost, {} slow, {} cut; \
+         trace hash {:016x}",
         report.params.seed,
         report.ticks,
         report
@@ -191,9 +207,14 @@ fn summarize_one(report: &RunReport) {
         report.cluster.snapshots_created,
         report.cluster.snapshots_installed,
         report.cluster.crashes,
+        report.cluster.torn_crashes,
+        report.cluster.writes_interrupted,
+        report.cluster.disk_faults,
         report.cluster.conf_changes_applied,
         report.network.sent,
+        report.network.bytes_sent,
         report.network.lost,
+        report.network.slowed,
         report.network.cut,
         report.trace_hash
     );
@@ -233,10 +254,15 @@ fn main() -> ExitCode {
     }
     let started = Instant::now();
     let (mut passed, mut failed, mut operations, mut undecided) = (0u64, 0u64, 0u64, 0u64);
+    let mut totals = concord_sim::cluster::ClusterStats::default();
     let mut failures_by_checker: std::collections::BTreeMap<CheckerKind, u64> = Default::default();
     for seed in command.seeds.clone() {
         let report = run(&options(seed, &command));
         operations += report.operations_checked;
+        totals.crashes += report.cluster.crashes;
+        totals.torn_crashes += report.cluster.torn_crashes;
+        totals.writes_interrupted += report.cluster.writes_interrupted;
+        totals.disk_faults += report.cluster.disk_faults;
         if report.linearizability_undecided.is_some() {
             undecided += 1;
         }
@@ -260,14 +286,20 @@ fn main() -> ExitCode {
         .map(|(checker, count)| format!("{checker} {count}"))
         .collect();
     out!(
-        "seeds run {}, passed {passed}, failed {failed}{}, operations checked {operations}, \
-         linearizability undecided {undecided}, total time {seconds:.1}s",
+        "storage {}: seeds run {}, passed {passed}, failed {failed}{}, operations checked {operations}, \
+         linearizability undecided {undecided}; crashes {} ({} torn, {} mid-write), disk faults {}; \
+         total time {seconds:.1}s",
+        command.storage,
         passed + failed,
         if by_checker.is_empty() {
             String::new()
         } else {
             format!(" ({})", by_checker.join(", "))
-        }
+        },
+        totals.crashes,
+        totals.torn_crashes,
+        totals.writes_interrupted,
+        totals.disk_faults
     );
     if failed > 0 {
         ExitCode::from(1)

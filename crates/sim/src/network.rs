@@ -30,10 +30,12 @@ pub struct NetworkConfig {
     pub delay_min_instants: u64,
     /// Most delivery delay of an ordinary message, in instants.
     pub delay_max_instants: u64,
-    /// Chance that a message is slow, in parts per million: it takes up to
-    /// `slow_delay_max_instants` (long enough to arrive terms later, stale).
+    /// Chance that a message (each copy of it) is slow, in parts per million: it takes
+    /// from `delay_max_instants` to `slow_delay_max_instants` (long enough to arrive
+    /// terms later, stale).
     pub slow_ppm: u32,
-    /// Most delivery delay of a slow message, in instants.
+    /// Most delivery delay of a slow message, in instants (at least
+    /// `delay_max_instants`).
     pub slow_delay_max_instants: u64,
 }
 
@@ -65,6 +67,29 @@ impl NetworkConfig {
     }
 }
 
+impl NetworkConfig {
+    /// Panics unless the delays are usable: at least one instant, ordinary within
+    /// slow.
+    pub fn validate(&self) {
+        assert!(
+            self.delay_min_instants >= 1,
+            "delivery takes at least one instant"
+        );
+        assert!(
+            self.delay_min_instants <= self.delay_max_instants,
+            "delay_min_instants {} above delay_max_instants {}",
+            self.delay_min_instants,
+            self.delay_max_instants
+        );
+        assert!(
+            self.delay_max_instants <= self.slow_delay_max_instants,
+            "slow_delay_max_instants {} below delay_max_instants {}",
+            self.slow_delay_max_instants,
+            self.delay_max_instants
+        );
+    }
+}
+
 impl fmt::Display for NetworkConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -93,6 +118,11 @@ pub struct NetworkStats {
     pub cut: u64,
     /// Delivered to their node.
     pub delivered: u64,
+    /// Bytes handed to the network, as [`Message::size_bytes`] counts them (each
+    /// message once, however many copies the network makes).
+    pub bytes_sent: u64,
+    /// Copies delayed as slow (up to [`NetworkConfig::slow_delay_max_instants`]).
+    pub slowed: u64,
 }
 
 /// What became of a message handed to [`Network::send`].
@@ -120,11 +150,7 @@ pub struct Network {
 impl Network {
     /// A network drawing its loss, duplication and delays from `rng`.
     pub fn new(config: NetworkConfig, rng: Rng) -> Network {
-        assert!(
-            config.delay_min_instants >= 1,
-            "delivery takes at least one instant"
-        );
-        assert!(config.delay_min_instants <= config.delay_max_instants);
+        config.validate();
         Network {
             config,
             cut_links: BTreeSet::new(),
@@ -142,10 +168,7 @@ impl Network {
 
     /// Changes how messages sent from now on are treated.
     pub fn set_config(&mut self, config: NetworkConfig) {
-        assert!(
-            config.delay_min_instants >= 1
-                && config.delay_min_instants <= config.delay_max_instants
-        );
+        config.validate();
         self.config = config;
     }
 
@@ -162,6 +185,7 @@ impl Network {
     /// Hands `message` to the network at `now`.
     pub fn send(&mut self, now: Time, message: Message) -> SendOutcome {
         self.stats.sent += 1;
+        self.stats.bytes_sent += message.size_bytes();
         if self.rng.chance(self.config.loss_ppm) {
             self.stats.lost += 1;
             return SendOutcome::Lost;
@@ -179,7 +203,15 @@ impl Network {
         SendOutcome::Queued(first, second)
     }
 
+    /// A copy's delivery delay: ordinary, or now and then slow.
     fn delay(&mut self) -> u64 {
+        if self.rng.chance(self.config.slow_ppm) {
+            self.stats.slowed += 1;
+            return self.rng.between(
+                self.config.delay_max_instants,
+                self.config.slow_delay_max_instants,
+            );
+        }
         self.rng.between(
             self.config.delay_min_instants,
             self.config.delay_max_instants,
@@ -235,10 +267,12 @@ impl Network {
         }
     }
 
-    /// Restores every link to and from `node`.
-    pub fn reconnect(&mut self, node: NodeId) {
-        self.cut_links
-            .retain(|&(from, to)| from != node && to != node);
+    /// Restores the links between `node` and each of `peers`, both ways.
+    pub fn reconnect(&mut self, node: NodeId, peers: &[NodeId]) {
+        for &peer in peers {
+            self.restore(node, peer);
+            self.restore(peer, node);
+        }
     }
 
     /// Restores every link.
@@ -267,5 +301,79 @@ impl Network {
     /// The cut links, for tracing.
     pub fn cut_links(&self) -> Vec<(NodeId, NodeId)> {
         self.cut_links.iter().copied().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use concord_raft::{Entry, EntryKind, MessageKind};
+
+    use super::*;
+
+    fn message(payload_bytes: usize) -> Message {
+        let mut message = Message::new(MessageKind::Append, 1, 2, 1);
+        message.entries = vec![Entry {
+            term: 1,
+            index: 1,
+            kind: EntryKind::Normal,
+            data: Bytes::from(vec![7; payload_bytes]),
+        }];
+        message
+    }
+
+    // About `slow_ppm` of the messages take from `delay_max_instants` to
+    // `slow_delay_max_instants`, the rest at most `delay_max_instants`; bytes are
+    // counted once per message handed over, as `Message::size_bytes` says.
+    #[test]
+    fn slow_messages_are_late_and_bytes_are_counted() {
+        let config = NetworkConfig {
+            loss_ppm: 0,
+            duplicate_ppm: 0,
+            delay_min_instants: 1,
+            delay_max_instants: 4,
+            slow_ppm: 100_000,
+            slow_delay_max_instants: 400,
+        };
+        let mut network = Network::new(config, Rng::new(3));
+        let mut late = 0;
+        let mut latest = 0;
+        let mut bytes = 0;
+        for n in 0..10_000 {
+            let message = message(n % 100);
+            bytes += message.size_bytes();
+            let SendOutcome::Queued(at, None) = network.send(0, message) else {
+                panic!("a reliable network lost or duplicated a message");
+            };
+            assert!((1..=400).contains(&at), "delivered at {at}");
+            if at > 4 {
+                late += 1;
+            }
+            latest = latest.max(at);
+        }
+        let stats = network.stats();
+        assert!((800..=1200).contains(&stats.slowed), "{stats:?}");
+        assert!(
+            late <= stats.slowed && late >= stats.slowed * 9 / 10,
+            "{late} {stats:?}"
+        );
+        assert!(
+            latest > 300,
+            "slow messages reach the maximum delay: {latest}"
+        );
+        assert_eq!(stats.bytes_sent, bytes);
+        assert_eq!(stats.sent, 10_000);
+    }
+
+    // A configuration whose slow delay is below its ordinary one is refused.
+    #[test]
+    #[should_panic(expected = "slow_delay_max_instants 2 below delay_max_instants 4")]
+    fn slow_delay_below_ordinary_delay_is_refused() {
+        let config = NetworkConfig {
+            delay_max_instants: 4,
+            slow_delay_max_instants: 2,
+            ..NetworkConfig::reliable()
+        };
+        Network::new(config, Rng::new(1));
     }
 }

@@ -1,10 +1,12 @@
 //! Every parameter of a randomized run, drawn from its seed.
 //!
 //! One `u64` seed decides the cluster size, the raft configuration, the network's
-//! loss, duplication and delays, how often partitions, crashes, membership changes,
-//! leader transfers and snapshots happen, and the client load. Many parameters have a
-//! "none" choice (no loss, no crashes, ...) so that some runs isolate one kind of fault
-//! and others pile them all up.
+//! loss, duplication and delays, how often partitions, crashes, disk faults, membership
+//! changes, leader transfers and snapshots happen, and the client load. Many parameters
+//! have a "none" choice (no loss, no crashes, ...) so that some runs isolate one kind of
+//! fault and others pile them all up. The storage kind is not drawn: it is the run's
+//! choice ([`StorageMode::Disk`] unless told otherwise), and the disk faults apply to
+//! the durable log only.
 
 use std::fmt;
 
@@ -14,6 +16,7 @@ use crate::checkers::CheckerSet;
 use crate::cluster::{ClusterOptions, SimFault};
 use crate::network::{NetworkConfig, TICK_INSTANTS};
 use crate::rng::{Rng, PPM};
+use crate::storage::StorageMode;
 
 /// Shortest safety phase drawn, in ticks.
 pub const SAFETY_TICKS_MIN: u64 = 300;
@@ -63,6 +66,13 @@ pub struct Params {
     pub network: NetworkConfig,
     /// Most instants a disk write takes.
     pub persist_delay_max_instants: u64,
+    /// The storage every node keeps its log in.
+    pub storage: StorageMode,
+    /// Durable log: chance that a write hits a disk fault (power loss, torn or clean,
+    /// or a failed fsync), stopping the node until it restarts, in ppm.
+    pub disk_fault_ppm: u32,
+    /// Durable log: chance that a crash is torn, in ppm.
+    pub torn_crash_ppm: u32,
 
     /// Chance per tick that the partition changes, in ppm.
     pub partition_change_ppm: u32,
@@ -149,16 +159,20 @@ impl Params {
 
         let delay_min_instants = rng.between(1, 4);
         let election_timeout_instants = u64::from(election_timeout_ticks) * TICK_INSTANTS;
+        let loss_ppm = *rng
+            .pick(&[0, 0, 10_000, 50_000, 200_000])
+            .expect("non-empty");
+        let duplicate_ppm = *rng.pick(&[0, 0, 10_000, 50_000]).expect("non-empty");
+        let delay_max_instants = delay_min_instants + *rng.pick(&[0, 4, 8, 16]).expect("non-empty");
         let network = NetworkConfig {
-            loss_ppm: *rng
-                .pick(&[0, 0, 10_000, 50_000, 200_000])
-                .expect("non-empty"),
-            duplicate_ppm: *rng.pick(&[0, 0, 10_000, 50_000]).expect("non-empty"),
+            loss_ppm,
+            duplicate_ppm,
             delay_min_instants,
-            delay_max_instants: delay_min_instants + *rng.pick(&[0, 4, 8, 16]).expect("non-empty"),
+            delay_max_instants,
             slow_ppm: *rng.pick(&[0, 10_000, 50_000]).expect("non-empty"),
             slow_delay_max_instants: rng
-                .between(election_timeout_instants / 2, 4 * election_timeout_instants),
+                .between(election_timeout_instants / 2, 4 * election_timeout_instants)
+                .max(delay_max_instants),
         };
         let persist_delay_max_instants = *rng.pick(&[0, 0, 4, 16, 40]).expect("non-empty");
 
@@ -185,6 +199,10 @@ impl Params {
         let election_timeout = u64::from(election_timeout_ticks);
         let client_attempt_timeout_ticks = election_timeout * rng.between(2, 4);
         let client_timeout_ticks = election_timeout * rng.between(6, 20);
+        // Drawn last, so that every earlier parameter of a seed stays what it was
+        // before disk faults existed.
+        let disk_fault_ppm = *rng.pick(&[0, 0, 500, 2_000, 5_000]).expect("non-empty");
+        let torn_crash_ppm = *rng.pick(&[0, PPM / 2, PPM]).expect("non-empty");
 
         Params {
             seed,
@@ -204,6 +222,9 @@ impl Params {
             apply_batch_bytes_max,
             network,
             persist_delay_max_instants,
+            storage: StorageMode::default(),
+            disk_fault_ppm,
+            torn_crash_ppm,
             partition_change_ppm,
             one_way_partitions,
             crash_ppm,
@@ -260,6 +281,9 @@ impl Params {
             check_core_invariants: true,
             collect_events: true,
             crash_point_ppm: self.crash_point_ppm,
+            storage: self.storage,
+            disk_fault_ppm: self.disk_fault_ppm,
+            torn_crash_ppm: self.torn_crash_ppm,
         }
     }
 }
@@ -301,11 +325,21 @@ impl fmt::Display for Params {
             self.apply_batch_bytes_max
         )?;
         writeln!(f, "  network: {}", self.network)?;
-        writeln!(
-            f,
-            "  disk: writes take 0..={} instants",
-            self.persist_delay_max_instants
-        )?;
+        match self.storage {
+            StorageMode::Disk => writeln!(
+                f,
+                "  storage: disk (concord-storage on a simulated disk), writes take 0..={} instants, \
+                 disk faults {} of writes, torn crashes {}",
+                self.persist_delay_max_instants,
+                Percent(self.disk_fault_ppm),
+                Percent(self.torn_crash_ppm)
+            )?,
+            StorageMode::Mem => writeln!(
+                f,
+                "  storage: mem (in-memory MemStorage), writes take 0..={} instants",
+                self.persist_delay_max_instants
+            )?,
+        }
         writeln!(
             f,
             "  faults per tick: partition change {} (one-way {}), crash {} (down up to {} ticks), \

@@ -33,6 +33,7 @@ use crate::linearizability::{self, CheckError};
 use crate::network::NetworkStats;
 use crate::params::Params;
 use crate::rng::Rng;
+use crate::storage::StorageMode;
 use crate::trace::{Trace, TraceLevel, TraceSink};
 
 /// The liveness bound: after healing, a leader must be elected and a write applied on
@@ -52,6 +53,8 @@ pub struct RunOptions {
     pub sim_fault: Option<SimFault>,
     /// Which checkers report.
     pub checkers: CheckerSet,
+    /// The storage the nodes keep their logs in.
+    pub storage: StorageMode,
     /// How much to trace.
     pub trace_level: TraceLevel,
     /// Print the trace on standard output (else keep it in the report).
@@ -61,7 +64,7 @@ pub struct RunOptions {
 }
 
 impl RunOptions {
-    /// A quiet run of `seed` with drawn parameters and every checker.
+    /// A quiet run of `seed` with drawn parameters, every checker, and the durable log.
     pub fn new(seed: u64) -> RunOptions {
         RunOptions {
             seed,
@@ -69,6 +72,7 @@ impl RunOptions {
             planted_bug: None,
             sim_fault: None,
             checkers: CheckerSet::all(),
+            storage: StorageMode::default(),
             trace_level: TraceLevel::Quiet,
             trace_to_stdout: false,
             tweak: None,
@@ -84,6 +88,7 @@ impl RunOptions {
         params.planted_bug = self.planted_bug;
         params.sim_fault = self.sim_fault;
         params.checkers = self.checkers;
+        params.storage = self.storage;
         if let Some(tweak) = self.tweak {
             tweak(&mut params);
         }

@@ -60,11 +60,15 @@ pub enum CheckerKind {
     /// The simulation exceeded a bound on its own work (a message storm, say): the run
     /// would not finish.
     Runaway,
+    /// The durable log misbehaved on its own: recovery refused a disk that only
+    /// crashes, power loss and failed fsyncs touched, storage stopped with no fault
+    /// injected, or a write survived the fault injected into it.
+    Storage,
 }
 
 impl CheckerKind {
     /// Every kind, in report order.
-    pub const ALL: [CheckerKind; 10] = [
+    pub const ALL: [CheckerKind; 11] = [
         CheckerKind::ElectionSafety,
         CheckerKind::LogMatching,
         CheckerKind::LeaderCompleteness,
@@ -75,6 +79,7 @@ impl CheckerKind {
         CheckerKind::Panic,
         CheckerKind::DriverContract,
         CheckerKind::Runaway,
+        CheckerKind::Storage,
     ];
 
     /// The kebab-case name used in reports.
@@ -90,6 +95,7 @@ impl CheckerKind {
             CheckerKind::Panic => "panic",
             CheckerKind::DriverContract => "driver-contract",
             CheckerKind::Runaway => "runaway",
+            CheckerKind::Storage => "storage",
         }
     }
 }
@@ -177,7 +183,8 @@ impl CheckerSet {
         set
     }
 
-    /// True when `kind` reports. Liveness, panics and contract breaches always do.
+    /// True when `kind` reports. Liveness, panics, contract breaches, runaway runs and
+    /// storage failures always do.
     pub fn contains(self, kind: CheckerKind) -> bool {
         match kind {
             CheckerKind::ElectionSafety => self.election_safety,
@@ -189,7 +196,8 @@ impl CheckerSet {
             CheckerKind::Liveness
             | CheckerKind::Panic
             | CheckerKind::DriverContract
-            | CheckerKind::Runaway => true,
+            | CheckerKind::Runaway
+            | CheckerKind::Storage => true,
         }
     }
 

@@ -38,9 +38,8 @@ fn re_election() {
     let mut cluster = Cluster::new(3, |_| {}, 2);
     let leader1 = cluster.check_one_leader().unwrap();
     cluster.disconnect(leader1);
-    let leader2 = cluster
-        .check_one_leader_among(&others(&cluster, &[leader1]))
-        .unwrap();
+    // The old leader may still think it leads, but it is disconnected: it does not count.
+    let leader2 = cluster.check_one_leader().unwrap();
     assert_ne!(leader2, leader1);
     cluster.connect(leader1);
     let leader3 = cluster.check_one_leader().unwrap();
@@ -49,14 +48,38 @@ fn re_election() {
     let follower = (leader3 % 3) + 1;
     cluster.disconnect(follower);
     cluster.run_ticks(4 * ELECTION_TIMEOUT_TICKS).unwrap();
-    let remaining = others(&cluster, &[leader3, follower])[0];
+    // 6.824 checkNoLeader: no connected node leads.
     assert!(
-        cluster.leader_among(&[remaining]).is_none(),
+        cluster.leader().is_none(),
         "a lone node became leader:\n{}",
         cluster.describe()
     );
     cluster.connect(follower);
     cluster.check_one_leader().unwrap();
+}
+
+// Proves that connectivity follows the lab's `config`: a link works only when both its
+// ends are connected, so connecting one of two disconnected nodes restores its links
+// to the connected peers only; and that a disconnected leader, still leading in its
+// own eyes, is not the cluster's leader.
+#[test]
+fn connect_restores_links_to_connected_peers_only() {
+    let mut cluster = Cluster::new(3, |_| {}, 8);
+    let leader = cluster.check_one_leader().unwrap();
+    let [a, b] = <[u64; 2]>::try_from(others(&cluster, &[leader])).unwrap();
+    cluster.disconnect(leader);
+    assert_eq!(cluster.leaders()[0].0, leader, "it still thinks it leads");
+    assert_eq!(cluster.leader(), None, "but it is not connected");
+    assert!(!cluster.is_connected(leader));
+    cluster.disconnect(a);
+    cluster.connect(leader);
+    let mut expected = vec![(leader, a), (a, leader), (a, b), (b, a)];
+    expected.sort_unstable();
+    assert_eq!(cluster.cut_links(), expected);
+    cluster.connect(a);
+    assert!(cluster.cut_links().is_empty());
+    let index = cluster.one(command(1), 3, true).unwrap();
+    assert_eq!(cluster.committed_count(index).0, 3);
 }
 
 fn others(cluster: &Cluster, excluded: &[u64]) -> Vec<u64> {

@@ -1,9 +1,9 @@
 //! The MIT 6.824 (6.5840) Raft lab's test scenarios, parts 3A to 3D, ported onto the
 //! simulator one `#[test]` each.
 //!
-//! [`Lab`] plays the lab's `config`: it keeps the lab's notion of which servers are
-//! connected (a link works only when both ends are connected), crashes and restarts
-//! servers the way `crash1` / `start1` do, runs `cfg.one` and `cfg.wait` as polled
+//! [`Lab`] plays the lab's `config` over the [`Cluster`], which keeps the lab's notion of
+//! which servers are connected (a link works only when both ends are connected): it
+//! crashes and restarts servers the way `crash1` / `start1` do, runs `cfg.one` and `cfg.wait` as polled
 //! state machines (so that the lab's concurrent `go cfg.one(..)` clients run side by side
 //! on the one simulated clock), and takes a snapshot every [`SNAPSHOT_INTERVAL`] applied
 //! entries when asked to, like the lab's `applierSnap`. Every checker of the
@@ -17,14 +17,14 @@
 //! no-op entry (Raft paper §8), so a command the lab expects at index `k` sits a few
 //! indexes later here; the tests compute the expected index from the log instead.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use concord_raft::{Index, LogPosition, NodeId, Role, Storage, Term};
 use concord_sim::cluster::{Cluster, ClusterOptions};
 use concord_sim::network::{NetworkConfig, Time, TICK_INSTANTS};
 use concord_sim::rng::Rng;
-use concord_sim::trace::{Trace, TraceLevel, TraceSink};
+use concord_sim::trace::Trace;
 
 /// The seed of every single-seed scenario.
 const SEED: u64 = 6824;
@@ -51,14 +51,6 @@ const SNAPSHOT_INTERVAL: u64 = 10;
 /// (each appends 7 to 17 entries).
 const LOG_ENTRIES_MAX: u64 = 50;
 
-/// Estimated encoded size of a message without its entries, in bytes: kind, sender,
-/// receiver, term, log term, index, commit, rejection and hint (8 bytes each).
-const MESSAGE_HEADER_BYTES: u64 = 64;
-
-/// Estimated encoded size of an entry besides its payload, in bytes: index, term, kind
-/// and payload length.
-const ENTRY_HEADER_BYTES: u64 = 24;
-
 /// The instants in `millis` lab milliseconds (rounded to the nearest instant).
 const fn ms(millis: u64) -> u64 {
     (millis * LAB_SECOND_INSTANTS + 500) / 1000
@@ -84,14 +76,12 @@ fn after(id: NodeId, k: u64, servers: usize) -> NodeId {
     (id - 1 + k) % servers as u64 + 1
 }
 
-/// The lab's `config`: a [`Cluster`] plus the lab's view of connectivity, its random
-/// numbers, its snapshotting applier and its background `one` calls.
+/// The lab's `config`: a [`Cluster`] plus the lab's random numbers, its snapshotting
+/// applier and its background `one` calls.
 struct Lab {
     cluster: Cluster,
     seed: u64,
     servers: usize,
-    /// The lab's `connected[]`: a link works only when both its ends are in here.
-    connected: BTreeSet<NodeId>,
     /// The test's own randomness (the lab's `rand.Int()`).
     rng: Rng,
     /// Snapshot every this many applied entries (the lab's `applierSnap`).
@@ -125,7 +115,6 @@ impl Lab {
         options.network = network;
         let cluster = Cluster::with_options(options, trace);
         Lab {
-            connected: cluster.node_ids().into_iter().collect(),
             cluster,
             seed,
             servers,
@@ -217,25 +206,27 @@ impl Lab {
     // ---------------------------------------------------------------------------------
     // Faults.
 
-    fn apply_connectivity(&mut self) {
-        let group: Vec<NodeId> = self.connected.iter().copied().collect();
-        self.cluster.partition(&[group]);
-    }
-
     /// The lab's `disconnect(i)`.
     fn disconnect(&mut self, id: NodeId) {
-        self.connected.remove(&id);
-        self.apply_connectivity();
+        self.cluster.disconnect(id);
     }
 
     /// The lab's `connect(i)`.
     fn connect(&mut self, id: NodeId) {
-        self.connected.insert(id);
-        self.apply_connectivity();
+        self.cluster.connect(id);
     }
 
+    /// The lab's `connected[i]`.
     fn is_connected(&self, id: NodeId) -> bool {
-        self.connected.contains(&id)
+        self.cluster.is_connected(id)
+    }
+
+    /// The servers the lab counts as connected, in id order.
+    fn connected(&self) -> Vec<NodeId> {
+        self.ids()
+            .into_iter()
+            .filter(|&id| self.is_connected(id))
+            .collect()
     }
 
     /// The lab's `rafts[i] != nil`.
@@ -285,19 +276,6 @@ impl Lab {
             .last_index
     }
 
-    /// The connected running leader of the highest term, if any.
-    fn connected_leader(&self) -> Option<NodeId> {
-        let mut best: Option<(Term, NodeId)> = None;
-        for &id in &self.connected {
-            if let Some((term, true)) = self.state(id) {
-                if best.is_none_or(|(best_term, _)| term > best_term) {
-                    best = Some((term, id));
-                }
-            }
-        }
-        best.map(|(_, id)| id)
-    }
-
     /// The lab's `checkOneLeader`: up to ten times, sleep about half a second, then
     /// return the connected leader of the highest term; at most one leader per term.
     fn check_one_leader(&mut self) -> NodeId {
@@ -305,7 +283,7 @@ impl Lab {
             let pause = ms(450 + self.rng.below(100));
             self.sleep(pause);
             let mut leaders: BTreeMap<Term, Vec<NodeId>> = BTreeMap::new();
-            for &id in &self.connected {
+            for id in self.connected() {
                 if let Some((term, true)) = self.state(id) {
                     leaders.entry(term).or_default().push(id);
                 }
@@ -325,7 +303,7 @@ impl Lab {
     /// The lab's `checkTerms`: every connected server is in the same term.
     fn check_terms(&self) -> Term {
         let mut agreed: Option<Term> = None;
-        for &id in &self.connected {
+        for id in self.connected() {
             let Some((term, _)) = self.state(id) else {
                 continue;
             };
@@ -340,7 +318,7 @@ impl Lab {
 
     /// The lab's `checkNoLeader`: no connected server thinks it leads.
     fn check_no_leader(&self) {
-        for &id in &self.connected {
+        for id in self.connected() {
             if let Some((_, true)) = self.state(id) {
                 self.fatal(format!(
                     "expected no leader among connected servers, but {id} claims to be leader"
@@ -405,53 +383,9 @@ impl Lab {
         self.cluster.network_stats().sent
     }
 
-    /// The lab's `bytesTotal`: bytes handed to the network so far, estimated from a
-    /// message-level trace (the network counts messages, not bytes): a header per
-    /// message plus each entry's header and payload. Needs a [`TraceLevel::Messages`]
-    /// trace kept in a buffer, and every entry sent to have been applied somewhere.
+    /// The lab's `bytesTotal`: bytes handed to the network so far.
     fn bytes_sent(&self) -> u64 {
-        let lines = self.cluster.trace().lines();
-        assert!(
-            !lines.is_empty(),
-            "bytes_sent needs a message-level trace in a buffer"
-        );
-        let mut bytes = 0;
-        for line in lines {
-            let Some((_, event)) = line.split_once("net: ") else {
-                continue;
-            };
-            let message = if let Some(message) = event.strip_prefix("lost: ") {
-                message
-            } else if event.starts_with("sent") {
-                match event.split_once("): ") {
-                    Some((_, message)) => message,
-                    None => continue,
-                }
-            } else {
-                continue;
-            };
-            bytes += MESSAGE_HEADER_BYTES;
-            let Some((_, entries)) = message.split_once(" entries ") else {
-                continue;
-            };
-            let range = entries.split(' ').next().unwrap_or_default();
-            let parsed = range
-                .split_once("..=")
-                .and_then(|(first, last)| Some((first.parse().ok()?, last.parse().ok()?)));
-            let Some((first, last)) = parsed else {
-                self.fatal(format!("unreadable entry range in trace line {line:?}"));
-            };
-            for index in first..=last {
-                let (_, data) = self.n_committed(index);
-                let data = data.unwrap_or_else(|| {
-                    self.fatal(format!(
-                        "entry {index} was sent but never applied, so its size is unknown"
-                    ))
-                });
-                bytes += ENTRY_HEADER_BYTES + data.len() as u64;
-            }
-        }
-        bytes
+        self.cluster.network_stats().bytes_sent
     }
 
     /// The lab's `LogSize`: the most entries any running server keeps in its log.
@@ -678,12 +612,12 @@ fn basic_agree() {
 
 // 6.824 lab scenario TestRPCBytes: replicating ten 5000-byte commands sends each about
 // once to each follower, within the lab's bound of servers × payload + 50000 bytes
-// (Raft paper §5.3).
+// (Raft paper §5.3). The network counts every message's bytes (`Message::size_bytes`),
+// responses and heartbeats included, where the lab counts requests only.
 #[test]
 fn rpc_bytes() {
     let servers = 3;
-    let trace = Trace::new(TraceLevel::Messages, TraceSink::Buffer(Vec::new()));
-    let mut lab = Lab::with_network(servers, NetworkConfig::reliable(), false, SEED, trace);
+    let mut lab = Lab::new(servers, false, false, SEED);
     let first = lab.one(command(99), servers, false);
     let bytes0 = lab.bytes_sent();
     let mut sent = 0;
@@ -1000,7 +934,7 @@ fn count() {
     // responses each) and the new leader's first appends, 10 messages. The lab allows
     // 30 RPCs; we allow 30 messages, room for two split votes.
     let elected = lab.sleep_until(10 * LAB_SECOND_INSTANTS, |lab| {
-        lab.connected_leader().is_some()
+        lab.cluster.leader().is_some()
     });
     assert!(elected, "no leader elected");
     let total1 = lab.messages_sent();

@@ -1,5 +1,6 @@
 //! Integration tests of concord-sim, in one binary.
 
+mod disk;
 mod harness;
 mod history;
 mod lab;
