@@ -799,6 +799,12 @@ impl Cluster {
         self.options.crash_point_ppm = ppm;
     }
 
+    /// The chance that a write hits a disk fault from now on, in ppm (see
+    /// [`ClusterOptions::disk_fault_ppm`]).
+    pub fn set_disk_fault_ppm(&mut self, ppm: u32) {
+        self.options.disk_fault_ppm = ppm;
+    }
+
     /// Most instants a disk write takes from now on (0: writes are instant).
     pub fn set_persist_delay_max(&mut self, instants: u64) {
         self.options.persist_delay_max_instants = instants;

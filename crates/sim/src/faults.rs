@@ -229,10 +229,12 @@ impl FaultScheduler {
     }
 
     /// Ends the faults for the liveness phase: the network becomes reliable and whole,
-    /// disk writes take at most an eighth of an election timeout, and every node runs.
+    /// disks stop failing and writes take at most an eighth of an election timeout,
+    /// and every node runs.
     pub fn heal_all(&mut self, cluster: &mut Cluster) {
         self.restarts.clear();
         cluster.set_crash_point_ppm(0);
+        cluster.set_disk_fault_ppm(0);
         cluster.heal();
         let mut network = cluster.network_config();
         network.loss_ppm = 0;

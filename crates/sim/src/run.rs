@@ -4,8 +4,8 @@
 //! 1. **Safety phase** (`safety_ticks`): clients run; the [`FaultScheduler`] partitions,
 //!    crashes and restarts nodes, changes membership, transfers leadership, snapshots.
 //!    Every checker runs as the cluster goes.
-//! 2. **Liveness phase**: the network becomes reliable and whole, disk writes take at
-//!    most an eighth of an election timeout, every node runs, and nodes removed from
+//! 2. **Liveness phase**: the network becomes reliable and whole, disks stop failing
+//!    and writes take at most an eighth of an election timeout, every node runs, and nodes removed from
 //!    the group are shut down once every voter has applied their removal (a member
 //!    added back is restarted). Within [`LIVENESS_ELECTION_TIMEOUTS`] election
 //!    timeouts, a leader must be elected and a new write must be applied by every voter
@@ -23,7 +23,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::sync::Once;
 
 use bytes::Bytes;
-use concord_raft::{NodeId, PlantedBug};
+use concord_raft::{NodeId, PlantedBug, Role};
 
 use crate::checkers::{CheckerKind, CheckerSet, Violation};
 use crate::client::{ClientOracle, ClientSettings, ClientStats};
@@ -285,13 +285,25 @@ fn run_to_end(
     let mut proposal: Option<(NodeId, u64, concord_raft::LogPosition)> = None;
     loop {
         if let Some((node, incarnation, position)) = proposal {
-            if cluster.incarnation(node) != incarnation {
-                proposal = None;
-            } else if let Some(term) = cluster.applied_term(position.index) {
-                if term != position.term {
-                    proposal = None;
-                } else if voters_applied(cluster, position.index) {
-                    break;
+            match cluster.applied_term(position.index) {
+                Some(term) if term == position.term => {
+                    if voters_applied(cluster, position.index) {
+                        break;
+                    }
+                }
+                // Another entry took the index: the write is lost.
+                Some(_) => proposal = None,
+                None => {
+                    // Not applied anywhere yet. If the node that took it crashed or no
+                    // longer leads the term it was proposed in, it may never be: a
+                    // deposed leader's longer log can be cut back for good.
+                    let still_leads = cluster.incarnation(node) == incarnation
+                        && cluster.view(node).is_some_and(|view| {
+                            view.up && view.role == Role::Leader && view.term == position.term
+                        });
+                    if !still_leads {
+                        proposal = None;
+                    }
                 }
             }
         }
