@@ -1,0 +1,635 @@
+//! Proposal throughput and latency of a real cluster: three `memstore serve`
+//! processes on loopback with the durable log (every write batch waits for
+//! fdatasync), and this process as the client, proposing over gRPC with
+//! [`RaftClient`] straight to the leader. N proposers each keep one proposal of a
+//! 256 B value outstanding: propose, wait for the applied response, propose the next.
+//!
+//! `cargo bench -p concord-memstore` measures 1, 64 and 256 proposers, each row
+//! `MEMSTORE_BENCH_REPEATS` times (default 3; the table shows the median and the
+//! min–max spread), and prints the targets with pass or fail. It also measures the
+//! disk's raw fsync latency (4 KiB write + fdatasync in a loop, in the same
+//! directory as the nodes' data) and reads the leader's own counters (write batches
+//! made durable, their latency) over each run, to show where the time goes.
+//!
+//! Without `--bench` (as `cargo test --benches` runs it) it is a smoke check: few,
+//! short runs.
+//!
+//! Environment: `MEMSTORE_BENCH_REPEATS`, `MEMSTORE_BENCH_PROPOSERS=1,256` (rows),
+//! `MEMSTORE_BENCH_SECONDS` (length of a timed run, default 3).
+//!
+//! Exit codes: 0 on a completed run (whether or not the targets are met), 2 on a bad
+//! argument or environment variable, 1 on a failed proposal or measurement.
+
+#[allow(dead_code)]
+#[path = "../../tests/it/support.rs"]
+mod support;
+
+use std::io::Write as _;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use concord_memstore::store::Command;
+use concord_node::client::{ClientConfig, RaftClient};
+use concord_node::{LogEntry, DEFAULT_GROUP};
+use concord_raft::Role;
+use hdrhistogram::Histogram;
+
+use support::Server;
+
+/// Proposer counts, one table row each.
+const PROPOSER_COUNTS: [usize; 3] = [1, 64, 256];
+/// Bytes of every proposal's value.
+const VALUE_BYTES: usize = 256;
+/// Proposers sharing one client connection.
+const PROPOSERS_PER_CONNECTION: usize = 32;
+/// Most client connections to the leader.
+const CONNECTIONS_MAX: usize = 8;
+/// Timed runs per row unless `MEMSTORE_BENCH_REPEATS` says otherwise.
+const REPEATS_DEFAULT: usize = 3;
+/// Length of a timed run unless `MEMSTORE_BENCH_SECONDS` says otherwise.
+const RUN_SECONDS_DEFAULT: f64 = 3.0;
+/// How long each row warms up before its timed runs.
+const WARMUP: Duration = Duration::from_millis(500);
+/// How long the raw fsync loop runs.
+const RAW_FSYNC_DURATION: Duration = Duration::from_secs(2);
+/// Bytes of one raw write before its fdatasync (as the storage benchmark does).
+const RAW_WRITE_BYTES: usize = 4096;
+/// Target: one proposer's median latency under this.
+const TARGET_ONE_PROPOSER_P50: Duration = Duration::from_millis(1);
+/// Target: this many proposers make at least this many proposals per second ...
+const TARGET_THROUGHPUT: (usize, f64) = (256, 50_000.0);
+/// ... with a 99th percentile latency under this.
+const TARGET_P99: Duration = Duration::from_millis(20);
+
+struct Options {
+    quick: bool,
+    repeats: usize,
+    proposers: Vec<usize>,
+    run: Duration,
+}
+
+impl Options {
+    fn parse() -> Result<Options, String> {
+        let quick = !std::env::args().any(|arg| arg == "--bench");
+        let variable = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
+        let repeats = match variable("MEMSTORE_BENCH_REPEATS") {
+            Some(text) => text
+                .parse::<usize>()
+                .ok()
+                .filter(|&repeats| repeats > 0)
+                .ok_or(format!(
+                    "MEMSTORE_BENCH_REPEATS={text}: expected a count above 0"
+                ))?,
+            None if quick => 1,
+            None => REPEATS_DEFAULT,
+        };
+        let proposers = match variable("MEMSTORE_BENCH_PROPOSERS") {
+            Some(text) => text
+                .split(',')
+                .map(|count| {
+                    count
+                        .trim()
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|&count| count > 0)
+                })
+                .collect::<Option<Vec<_>>>()
+                .ok_or(format!(
+                    "MEMSTORE_BENCH_PROPOSERS={text}: expected counts above 0, comma-separated"
+                ))?,
+            None if quick => vec![1, 8],
+            None => PROPOSER_COUNTS.to_vec(),
+        };
+        let run = match variable("MEMSTORE_BENCH_SECONDS") {
+            Some(text) => text
+                .parse::<f64>()
+                .ok()
+                .filter(|&seconds| seconds > 0.0 && seconds <= 600.0)
+                .map(Duration::from_secs_f64)
+                .ok_or(format!(
+                    "MEMSTORE_BENCH_SECONDS={text}: expected 0 < seconds <= 600"
+                ))?,
+            None if quick => Duration::from_millis(300),
+            None => Duration::from_secs_f64(RUN_SECONDS_DEFAULT),
+        };
+        Ok(Options {
+            quick,
+            repeats,
+            proposers,
+            run,
+        })
+    }
+}
+
+/// The leader's own counters at one moment (from its metrics endpoint), and the CPU
+/// time of every process.
+#[derive(Clone, Copy, Default)]
+struct Counters {
+    /// Write batches made durable (one fdatasync each).
+    batches: f64,
+    /// Seconds all those batches took from submit to durable.
+    fsync_seconds: f64,
+    /// Proposals whose entries committed and were handed to the apply task.
+    commits: f64,
+    /// Seconds from proposal to commit, summed.
+    commit_seconds: f64,
+    /// CPU seconds (user + system) the leader process used.
+    leader_cpu: f64,
+    /// CPU seconds the two followers used together.
+    followers_cpu: f64,
+    /// CPU seconds this process (the client) used.
+    client_cpu: f64,
+    /// CPU seconds the whole machine was busy (all processes, ours included).
+    machine_cpu: f64,
+}
+
+impl Counters {
+    fn read(nodes: &[Server], leader: usize) -> Counters {
+        let node = &nodes[leader];
+        let cpu = |pid: Option<u32>| pid.map_or(0.0, |pid| cpu_seconds(&pid.to_string()));
+        Counters {
+            // Counted by the fsync latency histogram: only batches that were written
+            // and synced (the batch counter also counts turns with nothing to persist).
+            batches: node.metric("concord_storage_fsync_seconds_count"),
+            fsync_seconds: node.metric("concord_storage_fsync_seconds_sum"),
+            commits: node.metric("concord_raft_commit_seconds_count"),
+            commit_seconds: node.metric("concord_raft_commit_seconds_sum"),
+            leader_cpu: cpu(node.pid()),
+            followers_cpu: nodes
+                .iter()
+                .enumerate()
+                .filter(|(position, _)| *position != leader)
+                .map(|(_, node)| cpu(node.pid()))
+                .sum(),
+            client_cpu: cpu_seconds("self"),
+            machine_cpu: machine_busy_seconds(),
+        }
+    }
+}
+
+/// CPU seconds every core of the machine has been busy (not idle, not waiting for
+/// IO), from /proc/stat (0 where there is none).
+fn machine_busy_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/stat") else {
+        return 0.0;
+    };
+    let Some(line) = stat.lines().find(|line| line.starts_with("cpu ")) else {
+        return 0.0;
+    };
+    // user nice system idle iowait irq softirq steal ...
+    let ticks: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|field| field.parse().ok())
+        .collect();
+    let busy: f64 = [0, 1, 2, 5, 6, 7]
+        .iter()
+        .filter_map(|&position| ticks.get(position))
+        .sum();
+    // SAFETY: sysconf has no preconditions.
+    let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    busy / ticks_per_second.max(1) as f64
+}
+
+/// CPU seconds (user + system) process `pid` ("self" for this one) has used, from
+/// /proc (0 where there is no /proc).
+fn cpu_seconds(pid: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command name (which may hold spaces), closed by ')': state is
+    // field 3, utime 14 and stime 15.
+    let Some((_, fields)) = stat.rsplit_once(')') else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = fields.split_whitespace().collect();
+    let ticks: f64 = [11, 12]
+        .iter()
+        .filter_map(|&position| fields.get(position)?.parse::<f64>().ok())
+        .sum();
+    // SAFETY: sysconf has no preconditions.
+    let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    ticks / ticks_per_second.max(1) as f64
+}
+
+/// One timed run.
+struct Run {
+    proposals_per_second: f64,
+    p50: Duration,
+    p99: Duration,
+    max: Duration,
+    /// Leader write batches (fdatasyncs) per second.
+    batches_per_second: f64,
+    /// Mean time of a leader write batch, submit to durable.
+    fsync_mean: Duration,
+    /// Proposals per leader write batch.
+    proposals_per_batch: f64,
+    /// Mean time from a proposal entering the leader's raft loop to its commit.
+    commit_mean: Duration,
+    /// CPU used, in cores (1.0 is one core busy all the run): leader, followers
+    /// together, client, and every other process on the machine.
+    cpu_cores: (f64, f64, f64, f64),
+}
+
+fn main() -> ExitCode {
+    let options = match Options::parse() {
+        Ok(options) => options,
+        Err(error) => {
+            eprintln!("memstore bench: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    match bench(&options) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("memstore bench: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn bench(options: &Options) -> Result<(), String> {
+    // On the same disk as the build, not in a tmpfs: fsync must mean something.
+    let dir = tempfile::Builder::new()
+        .prefix("memstore-bench-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .map_err(|error| format!("a scratch directory: {error}"))?;
+    println!(
+        "memstore throughput: 3 `memstore serve` processes on loopback, durable log (fsync on), \
+         this process proposing {VALUE_BYTES} B values over gRPC to the leader"
+    );
+    println!(
+        "  {} CPUs; data in {}; {} timed run(s) of {:.1} s per row after {} ms warm-up{}",
+        std::thread::available_parallelism().map_or(0, |count| count.get()),
+        dir.path().display(),
+        options.repeats,
+        options.run.as_secs_f64(),
+        WARMUP.as_millis(),
+        if options.quick {
+            " (quick smoke check: pass --bench for the real run)"
+        } else {
+            ""
+        }
+    );
+    let raw = raw_fsync(
+        dir.path(),
+        if options.quick {
+            Duration::from_millis(200)
+        } else {
+            RAW_FSYNC_DURATION
+        },
+    )?;
+    println!(
+        "  raw disk: {RAW_WRITE_BYTES} B write + fdatasync in a loop: mean {:.0} us, p50 {:.0} us, p99 {:.0} us ({:.0}/s)",
+        raw.mean() / 1e3,
+        raw.value_at_quantile(0.5) as f64 / 1e3,
+        raw.value_at_quantile(0.99) as f64 / 1e3,
+        1e9 / raw.mean()
+    );
+    let raw_mean = Duration::from_nanos(raw.mean() as u64);
+
+    let mut nodes = vec![Server::start(
+        dir.path(),
+        1,
+        "127.0.0.1:0",
+        &["--bootstrap"],
+    )];
+    let first = nodes[0].address.clone();
+    for id in [2, 3] {
+        nodes.push(Server::start(
+            dir.path(),
+            id,
+            "127.0.0.1:0",
+            &["--join", &first],
+        ));
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| format!("a runtime: {error}"))?;
+    let leader = runtime.block_on(find_leader(&nodes))?;
+    let leader_address = nodes[leader].address.clone();
+    println!("  leader: node {} at {leader_address}", nodes[leader].id);
+    println!();
+    println!(
+        "{:>9} | {:>24} | {:>8} | {:>17} | {:>8} | {:>8} | {:>8} | {:>11} | {:>9} | {:>24}",
+        "proposers",
+        "proposals/s (min-max)",
+        "p50 ms",
+        "p99 ms (min-max)",
+        "max ms",
+        "fsyncs/s",
+        "fsync ms",
+        "props/fsync",
+        "commit ms",
+        "CPU leader/foll./cl./other"
+    );
+
+    let mut rows = Vec::new();
+    for &proposers in &options.proposers {
+        let clients = runtime.block_on(connect(&leader_address, proposers))?;
+        runtime.block_on(propose_for(&clients, proposers, WARMUP))?;
+        let mut runs = Vec::new();
+        for _ in 0..options.repeats {
+            let before = Counters::read(&nodes, leader);
+            let (count, elapsed, histogram) =
+                runtime.block_on(propose_for(&clients, proposers, options.run))?;
+            let after = Counters::read(&nodes, leader);
+            let seconds = elapsed.as_secs_f64();
+            let batches = after.batches - before.batches;
+            let commits = after.commits - before.commits;
+            runs.push(Run {
+                proposals_per_second: count as f64 / elapsed.as_secs_f64(),
+                p50: Duration::from_nanos(histogram.value_at_quantile(0.5)),
+                p99: Duration::from_nanos(histogram.value_at_quantile(0.99)),
+                max: Duration::from_nanos(histogram.max()),
+                batches_per_second: batches / elapsed.as_secs_f64(),
+                fsync_mean: Duration::from_secs_f64(
+                    (after.fsync_seconds - before.fsync_seconds) / batches.max(1.0),
+                ),
+                proposals_per_batch: count as f64 / batches.max(1.0),
+                commit_mean: Duration::from_secs_f64(
+                    (after.commit_seconds - before.commit_seconds) / commits.max(1.0),
+                ),
+                cpu_cores: {
+                    let leader = (after.leader_cpu - before.leader_cpu) / seconds;
+                    let followers = (after.followers_cpu - before.followers_cpu) / seconds;
+                    let client = (after.client_cpu - before.client_cpu) / seconds;
+                    let machine = (after.machine_cpu - before.machine_cpu) / seconds;
+                    let others = (machine - leader - followers - client).max(0.0);
+                    (leader, followers, client, others)
+                },
+            });
+        }
+        let row = Row { proposers, runs };
+        row.print();
+        let _ = std::io::stdout().flush();
+        rows.push(row);
+    }
+    println!();
+    targets(&rows);
+    analysis(&rows, raw_mean);
+
+    for node in &mut nodes {
+        let status = node.terminate();
+        if !status.success() {
+            return Err(format!("node {} stopped with {status}", node.id));
+        }
+    }
+    Ok(())
+}
+
+/// The position of the leader in `nodes`, once one leads.
+async fn find_leader(nodes: &[Server]) -> Result<usize, String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        for (position, node) in nodes.iter().enumerate() {
+            let Ok(client) = RaftClient::connect(node.address.clone()).await else {
+                continue;
+            };
+            if let Ok(status) = client.status(DEFAULT_GROUP).await {
+                if status.role == Role::Leader {
+                    return Ok(position);
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err("no leader in 10 s".into())
+}
+
+/// Connections to the leader for `proposers` proposers.
+async fn connect(leader: &str, proposers: usize) -> Result<Vec<RaftClient>, String> {
+    let count = proposers
+        .div_ceil(PROPOSERS_PER_CONNECTION)
+        .clamp(1, CONNECTIONS_MAX);
+    let mut clients = Vec::with_capacity(count);
+    for _ in 0..count {
+        let config = ClientConfig {
+            request_timeout_ms: 30_000,
+            ..ClientConfig::default()
+        };
+        clients.push(
+            RaftClient::connect_with(leader.to_string(), config)
+                .await
+                .map_err(|error| format!("connecting to the leader: {error}"))?,
+        );
+    }
+    Ok(clients)
+}
+
+/// Runs `proposers` proposers for `duration`; answers how many proposals applied, in
+/// how long (from the start to the last response), and their latencies (ns).
+async fn propose_for(
+    clients: &[RaftClient],
+    proposers: usize,
+    duration: Duration,
+) -> Result<(u64, Duration, Histogram<u64>), String> {
+    let start = Instant::now();
+    let deadline = start + duration;
+    let tasks: Vec<_> = (0..proposers)
+        .map(|proposer| {
+            let client = clients[proposer % clients.len()].clone();
+            // Each proposer overwrites its own key: the map stays small.
+            let command = Command::Put {
+                key: format!("proposer-{proposer}"),
+                value: "v".repeat(VALUE_BYTES),
+            }
+            .encode();
+            tokio::spawn(async move { proposer_loop(client, command, deadline).await })
+        })
+        .collect();
+    let mut histogram = new_histogram();
+    let mut count = 0;
+    let mut last = start;
+    for task in tasks {
+        let (done, latencies, finished) = task
+            .await
+            .map_err(|error| format!("a proposer panicked: {error}"))??;
+        count += done;
+        histogram
+            .add(&latencies)
+            .map_err(|error| format!("merging latencies: {error}"))?;
+        last = last.max(finished);
+    }
+    Ok((count, last - start, histogram))
+}
+
+async fn proposer_loop(
+    client: RaftClient,
+    command: Bytes,
+    deadline: Instant,
+) -> Result<(u64, Histogram<u64>, Instant), String> {
+    let mut latencies = new_histogram();
+    let mut count = 0;
+    let mut finished = Instant::now();
+    while finished < deadline {
+        let sent = Instant::now();
+        client
+            .propose(DEFAULT_GROUP, command.clone())
+            .await
+            .map_err(|error| format!("a proposal failed: {error}"))?;
+        finished = Instant::now();
+        latencies.saturating_record((finished - sent).as_nanos() as u64);
+        count += 1;
+    }
+    Ok((count, latencies, finished))
+}
+
+/// Nanoseconds from 1 µs to 60 s, 3 significant figures.
+fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1_000, 60_000_000_000, 3).expect("valid histogram bounds")
+}
+
+/// Latencies (ns) of `RAW_WRITE_BYTES` writes each followed by fdatasync, in one
+/// file in `parent`, over `duration`.
+fn raw_fsync(parent: &Path, duration: Duration) -> Result<Histogram<u64>, String> {
+    let path = parent.join("raw-fsync");
+    let mut file =
+        std::fs::File::create(&path).map_err(|error| format!("{}: {error}", path.display()))?;
+    let block = vec![0x5au8; RAW_WRITE_BYTES];
+    let mut histogram = new_histogram();
+    let start = Instant::now();
+    while start.elapsed() < duration {
+        let began = Instant::now();
+        file.write_all(&block)
+            .map_err(|error| format!("raw write: {error}"))?;
+        file.sync_data()
+            .map_err(|error| format!("raw fdatasync: {error}"))?;
+        histogram.saturating_record(began.elapsed().as_nanos() as u64);
+    }
+    drop(file);
+    let _ = std::fs::remove_file(&path);
+    Ok(histogram)
+}
+
+/// A row's timed runs.
+struct Row {
+    proposers: usize,
+    runs: Vec<Run>,
+}
+
+impl Row {
+    /// The median, min and max of `value` over the runs.
+    fn spread(&self, value: impl Fn(&Run) -> f64) -> (f64, f64, f64) {
+        let mut values: Vec<f64> = self.runs.iter().map(value).collect();
+        values.sort_by(f64::total_cmp);
+        (
+            values[values.len() / 2],
+            values[0],
+            values[values.len() - 1],
+        )
+    }
+
+    fn print(&self) {
+        let ms = |duration: Duration| duration.as_secs_f64() * 1e3;
+        let (rate, rate_min, rate_max) = self.spread(|run| run.proposals_per_second);
+        let (p50, _, _) = self.spread(|run| ms(run.p50));
+        let (p99, p99_min, p99_max) = self.spread(|run| ms(run.p99));
+        let (max, _, _) = self.spread(|run| ms(run.max));
+        let (batches, _, _) = self.spread(|run| run.batches_per_second);
+        let (fsync, _, _) = self.spread(|run| ms(run.fsync_mean));
+        let (per_batch, _, _) = self.spread(|run| run.proposals_per_batch);
+        let (commit, _, _) = self.spread(|run| ms(run.commit_mean));
+        let (leader_cpu, _, _) = self.spread(|run| run.cpu_cores.0);
+        let (followers_cpu, _, _) = self.spread(|run| run.cpu_cores.1);
+        let (client_cpu, _, _) = self.spread(|run| run.cpu_cores.2);
+        let (other_cpu, _, _) = self.spread(|run| run.cpu_cores.3);
+        println!(
+            "{:>9} | {:>8.0} ({:>6.0}-{:<6.0}) | {:>8.3} | {:>6.2} ({:>4.1}-{:<4.1}) | {:>8.1} | {:>8.0} | {:>8.3} | {:>11.1} | {:>9.3} | {:>9.2}/{:.2}/{:.2}/{:.2}",
+            self.proposers,
+            rate,
+            rate_min,
+            rate_max,
+            p50,
+            p99,
+            p99_min,
+            p99_max,
+            max,
+            batches,
+            fsync,
+            per_batch,
+            commit,
+            leader_cpu,
+            followers_cpu,
+            client_cpu,
+            other_cpu
+        );
+    }
+}
+
+fn targets(rows: &[Row]) {
+    let verdict = |pass: bool| if pass { "PASS" } else { "FAIL" };
+    println!("targets:");
+    if let Some(row) = rows.iter().find(|row| row.proposers == 1) {
+        let (p50, _, _) = row.spread(|run| run.p50.as_secs_f64());
+        let target = TARGET_ONE_PROPOSER_P50.as_secs_f64();
+        println!(
+            "  1 proposer p50 < {:.0} ms: {:.3} ms: {}{}",
+            target * 1e3,
+            p50 * 1e3,
+            verdict(p50 < target),
+            missed_by(p50 / target, "over")
+        );
+    }
+    let (count, rate_target) = TARGET_THROUGHPUT;
+    if let Some(row) = rows.iter().find(|row| row.proposers == count) {
+        let (rate, _, _) = row.spread(|run| run.proposals_per_second);
+        println!(
+            "  {count} proposers >= {rate_target:.0} proposals/s: {rate:.0}/s: {}{}",
+            verdict(rate >= rate_target),
+            missed_by(rate_target / rate, "short")
+        );
+        let (p99, _, _) = row.spread(|run| run.p99.as_secs_f64());
+        let target = TARGET_P99.as_secs_f64();
+        println!(
+            "  {count} proposers p99 < {:.0} ms: {:.2} ms: {}{}",
+            target * 1e3,
+            p99 * 1e3,
+            verdict(p99 < target),
+            missed_by(p99 / target, "over")
+        );
+    }
+}
+
+/// " (N.Nx over)" when `ratio` (measured over target, the bad way) exceeds 1.
+fn missed_by(ratio: f64, word: &str) -> String {
+    if ratio > 1.0 {
+        format!(" ({ratio:.1}x {word})")
+    } else {
+        String::new()
+    }
+}
+
+/// Where the time goes: sequential fsyncs on one proposal's path, batching, and CPU.
+fn analysis(rows: &[Row], raw_fsync: Duration) {
+    let cores = std::thread::available_parallelism().map_or(1, |count| count.get());
+    println!("where the time goes:");
+    for row in rows {
+        let (rate, _, _) = row.spread(|run| run.proposals_per_second);
+        let (batches, _, _) = row.spread(|run| run.batches_per_second);
+        let (fsync, _, _) = row.spread(|run| run.fsync_mean.as_secs_f64());
+        let (p50, _, _) = row.spread(|run| run.p50.as_secs_f64());
+        let (commit, _, _) = row.spread(|run| run.commit_mean.as_secs_f64());
+        let (cpu, _, _) = row.spread(|run| run.cpu_cores.0 + run.cpu_cores.1 + run.cpu_cores.2);
+        let (others, _, _) = row.spread(|run| run.cpu_cores.3);
+        println!(
+            "  {:>3} proposers: leader {:.2} fsyncs per proposal ({:.1} proposals per fsync, \
+             {:.0} us each, raw disk {:.0} us); p50 {:.0} us = {:.1} leader fsyncs; \
+             proposal->commit {:.0} us, commit->response {:.0} us; CPU: ours {:.2} + other processes {:.2} of {cores} cores",
+            row.proposers,
+            batches / rate,
+            rate / batches,
+            fsync * 1e6,
+            raw_fsync.as_secs_f64() * 1e6,
+            p50 * 1e6,
+            p50 / fsync,
+            commit * 1e6,
+            (p50 - commit).max(0.0) * 1e6,
+            cpu,
+            others
+        );
+    }
+}

@@ -1,0 +1,180 @@
+//! `memstore serve`: one node of the cluster, from start to graceful stop.
+
+use std::future::Future;
+use std::io::Write;
+use std::time::Duration;
+
+use concord_node::{ApiError, Node, NodeConfig, NodeHandle, Typed, DEFAULT_GROUP};
+use tokio::time::Instant;
+
+use crate::cli::ServeArgs;
+use crate::error::{Error, Exit};
+use crate::output::emit;
+use crate::store::Store;
+
+/// The prefix of the environment variables that override the config file
+/// (`MEMSTORE_SNAPSHOT_INTERVAL_ENTRIES=64`).
+pub const ENV_PREFIX: &str = "MEMSTORE";
+
+/// Pause between attempts to be admitted while the peer cannot say yes yet (no leader,
+/// another membership change under way, not up yet).
+const JOIN_RETRY_PAUSE: Duration = Duration::from_millis(200);
+
+/// How the node became a member this time.
+enum Membership {
+    Bootstrapped,
+    Joined(String),
+    Resumed,
+}
+
+/// Runs a node until SIGTERM or ctrl-c, then stops it gracefully (the data directory
+/// stays, so the same command resumes).
+pub async fn serve(args: ServeArgs, out: &mut dyn Write) -> Result<(), Error> {
+    // Handle the signals from now on, so one that comes while the node starts or joins
+    // stops it gracefully too.
+    let mut stop = Box::pin(stop_signal()?);
+    let config = node_config(&args)?;
+    let id = config.node_id;
+    let data_dir = config.data_dir.display().to_string();
+    let node = Node::start(config, |_group| Typed(Store::default()))
+        .await
+        .map_err(|error| Error::failure(format!("starting node {id} in {data_dir}"), error))?;
+    let bound = node
+        .local_address()
+        .map_or_else(|| node.address().to_string(), |address| address.to_string());
+    emit(out, &format!("listening {bound}"))?;
+    if let Some(metrics) = node.metrics_address() {
+        emit(out, &format!("metrics {metrics}"))?;
+    }
+
+    let membership = tokio::select! {
+        membership = become_member(&node, &args) => membership,
+        () = &mut stop => {
+            node.shutdown().await;
+            return Ok(());
+        }
+    };
+    let membership = match membership {
+        Ok(membership) => membership,
+        Err(error) => {
+            node.shutdown().await;
+            return Err(error);
+        }
+    };
+    match membership {
+        Membership::Bootstrapped => emit(out, "bootstrapped")?,
+        Membership::Joined(peer) => emit(out, &format!("joined {peer}"))?,
+        Membership::Resumed => emit(out, "resumed")?,
+    }
+    emit(out, "ready")?;
+
+    stop.await;
+    tracing::info!(node = id, "stopping");
+    node.shutdown().await;
+    Ok(())
+}
+
+/// The node's config: the file (or the defaults), then the environment, then flags.
+fn node_config(args: &ServeArgs) -> Result<NodeConfig, Error> {
+    let mut config = match &args.config {
+        Some(path) => NodeConfig::from_file(path)
+            .map_err(|error| Error::failure("reading the config", error))?,
+        None => NodeConfig::default(),
+    };
+    config
+        .apply_env(ENV_PREFIX)
+        .map_err(|error| Error::new(Exit::Usage, "reading the environment", error))?;
+    if let Some(id) = args.id {
+        config.node_id = id;
+    }
+    if let Some(data_dir) = &args.data_dir {
+        config.data_dir = data_dir.clone();
+    }
+    if let Some(listen) = &args.listen {
+        config.listen_address = listen.clone();
+    }
+    if let Some(advertise) = &args.advertise {
+        config.advertise_address = advertise.clone();
+    }
+    if let Some(metrics) = &args.metrics {
+        config.metrics_address = metrics.clone();
+    }
+    config
+        .validate()
+        .map_err(|error| Error::new(Exit::Usage, "checking the config", error))?;
+    Ok(config)
+}
+
+/// Resumes the cluster in the data directory, or founds one, or joins one.
+async fn become_member(node: &NodeHandle, args: &ServeArgs) -> Result<Membership, Error> {
+    if node.groups().contains(&DEFAULT_GROUP) {
+        if args.bootstrap || args.join.is_some() {
+            tracing::info!(
+                "the data directory holds the cluster already: resuming (--bootstrap and --join ignored)"
+            );
+        }
+        return Ok(Membership::Resumed);
+    }
+    if args.bootstrap {
+        node.bootstrap(&[])
+            .await
+            .map_err(|error| Error::failure("bootstrapping a new cluster", error))?;
+        return Ok(Membership::Bootstrapped);
+    }
+    let Some(peer) = &args.join else {
+        return Err(Error::new(
+            Exit::Usage,
+            "starting",
+            format!(
+                "{} holds no cluster: give --bootstrap to found one or --join PEER_ADDR to join one",
+                node.config().data_dir.display()
+            ),
+        ));
+    };
+    let what = format!("joining the cluster through {peer}");
+    let deadline = Instant::now() + Duration::from_millis(node.config().admin_timeout_ms);
+    let ticket = retry_until(deadline, || node.request_join(peer, DEFAULT_GROUP))
+        .await
+        .map_err(|error| Error::failure(what.clone(), error))?;
+    node.join(ticket)
+        .await
+        .map_err(|error| Error::failure(what, error))?;
+    Ok(Membership::Joined(peer.clone()))
+}
+
+/// Calls `attempt` until it succeeds, fails for good, or `deadline` passes. Retries
+/// the answers that mean "not yet": no leader, busy, dropped, unreachable.
+pub async fn retry_until<T, F, Fut>(deadline: Instant, mut attempt: F) -> Result<T, ApiError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, ApiError>>,
+{
+    loop {
+        match attempt().await {
+            Err(error)
+                if (error.is_retryable() || matches!(error, ApiError::Unavailable(_)))
+                    && Instant::now() + JOIN_RETRY_PAUSE < deadline =>
+            {
+                tracing::debug!(%error, "not yet; retrying");
+                tokio::time::sleep(JOIN_RETRY_PAUSE).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Completes on SIGTERM or ctrl-c (SIGINT).
+fn stop_signal() -> Result<impl Future<Output = ()>, Error> {
+    #[cfg(unix)]
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|error| Error::failure("handling SIGTERM", error))?;
+    Ok(async move {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = terminate.recv() => tracing::info!("SIGTERM"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("interrupted"),
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    })
+}

@@ -1,0 +1,9 @@
+//! The memstore binary as its users run it: real processes on loopback, ports chosen
+//! by the OS, every process killed and reaped when a test ends however it ends.
+
+mod cli;
+mod failover;
+mod known_issues;
+mod membership;
+mod support;
+mod walkthrough;
