@@ -90,11 +90,13 @@
 //!
 //! With the durable log, any write the driver makes (a `Ready`, a snapshot, a
 //! compaction) may hit a [`DiskFault`], with [`ClusterOptions::disk_fault_ppm`] or when
-//! armed by [`Cluster::arm_disk_fault`]: power lost while it syncs (torn or clean), or a
-//! failed fsync. Either way the log stops and so does the node: it crashes and restarts
-//! later through recovery, as a real node would. A fault that does not stop the write,
-//! or storage that stops without a fault, fails the run ([`CheckerKind::Storage`]), as
-//! does a recovery that refuses a disk only crashes touched.
+//! armed by [`Cluster::arm_disk_fault`]: power lost at one of its syncs, usually the
+//! first (torn or clean), or a failed fsync. Either way the log stops and so does the
+//! node: it crashes and restarts later through recovery, as a real node would. (A power
+//! loss waiting for a later sync than the write makes misses it and is disarmed.) A
+//! fault that does not stop the write, or storage that stops without a fault, fails the
+//! run ([`CheckerKind::Storage`]), as does a recovery that refuses a disk only crashes
+//! touched.
 //!
 //! [`Cluster::flip_bit`] damages a crashed node's disk. Recovery must then refuse to
 //! start rather than serve wrong data: the node stays down for good
@@ -837,7 +839,10 @@ impl Cluster {
             // Power fails in the middle of the write in progress: some of it may reach
             // the disk, and recovery decides what counts.
             self.stats.writes_interrupted += 1;
-            storage.arm(DiskFault::PowerLoss { torn });
+            storage.arm(DiskFault::PowerLoss {
+                torn,
+                syncs_before: 0,
+            });
             match storage.persist_ready(ready.hard_state, ready.snapshot, &ready.entries) {
                 Err(StorageFailure::Stopped(_)) => {}
                 Ok(()) => {
@@ -1845,13 +1850,30 @@ impl Cluster {
             (Err(StorageFailure::Stopped(why)), Some(fault)) => {
                 self.stats.disk_faults += 1;
                 let code = match fault {
-                    DiskFault::PowerLoss { torn } => u64::from(torn),
-                    DiskFault::SyncFailure => 2,
+                    DiskFault::PowerLoss { torn, syncs_before } => {
+                        u64::from(torn) | u64::from(syncs_before) << 1
+                    }
+                    DiskFault::SyncFailure => u64::MAX,
                 };
                 self.trace_event(&[23, id, code], || {
                     format!("node {id}: {fault} while writing {}: {why}; the node stops", what())
                 });
                 Ok(false)
+            }
+            (
+                Ok(()),
+                Some(
+                    fault @ DiskFault::PowerLoss {
+                        syncs_before: 1.., ..
+                    },
+                ),
+            ) => {
+                // The write synced fewer times than the fault waited for.
+                storage.disarm_power_loss();
+                self.trace_event(&[27, id], || {
+                    format!("node {id}: {fault} missed the write of {}", what())
+                });
+                Ok(true)
             }
             (Ok(()), Some(fault)) => Err((
                 CheckerKind::Storage,
@@ -1887,10 +1909,19 @@ impl Cluster {
         if !self.disk_fault_rng.chance(self.options.disk_fault_ppm) {
             return None;
         }
-        Some(match self.disk_fault_rng.below(3) {
-            0 => DiskFault::PowerLoss { torn: false },
-            1 => DiskFault::PowerLoss { torn: true },
-            _ => DiskFault::SyncFailure,
+        if self.disk_fault_rng.below(3) == 0 {
+            return Some(DiskFault::SyncFailure);
+        }
+        // Mostly at the write's first sync; now and then at a later one, which only
+        // writes that start a segment, install a snapshot or delete segments reach.
+        let syncs_before = if self.disk_fault_rng.chance(PPM / 4) {
+            self.disk_fault_rng.between(1, 3) as u32
+        } else {
+            0
+        };
+        Some(DiskFault::PowerLoss {
+            torn: self.disk_fault_rng.coin(),
+            syncs_before,
         })
     }
 

@@ -76,11 +76,17 @@ impl fmt::Display for StorageMode {
 /// A fault the simulated disk injects into the next write that syncs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DiskFault {
-    /// Power is lost when the write's fsync starts: the node dies, and the disk keeps
-    /// none (`torn: false`) or a random prefix (`torn: true`) of what was being written.
+    /// Power is lost when one of the write's fsyncs starts: the node dies, and the disk
+    /// keeps none (`torn: false`) or a random prefix (`torn: true`) of what was not yet
+    /// synced.
     PowerLoss {
         /// Keep a random prefix of the unsynced writes, the last one cut short.
         torn: bool,
+        /// Syncs (of files or directories) of the write that complete first: 0 loses
+        /// power at its first. A write that starts a segment, installs a snapshot or
+        /// deletes segments syncs several times; a write with no more syncs than this
+        /// escapes the fault.
+        syncs_before: u32,
     },
     /// The fsync fails (EIO). The log stops taking writes and the node must stop; the
     /// data it failed to sync never becomes durable.
@@ -90,8 +96,13 @@ pub enum DiskFault {
 impl fmt::Display for DiskFault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            DiskFault::PowerLoss { torn: false } => f.write_str("power loss"),
-            DiskFault::PowerLoss { torn: true } => f.write_str("power loss (torn write)"),
+            DiskFault::PowerLoss { torn, syncs_before } => {
+                write!(f, "power loss at sync {}", syncs_before + 1)?;
+                if *torn {
+                    f.write_str(" (torn write)")?;
+                }
+                Ok(())
+            }
             DiskFault::SyncFailure => f.write_str("fsync failure"),
         }
     }
@@ -363,10 +374,18 @@ impl NodeStorage {
             return false;
         };
         match fault {
-            DiskFault::PowerLoss { torn } => fs.crash_at_next_sync(torn),
+            DiskFault::PowerLoss { torn, syncs_before } => fs.crash_at_sync(syncs_before, torn),
             DiskFault::SyncFailure => fs.fail_next_sync(),
         }
         true
+    }
+
+    /// Disarms a power loss that [`NodeStorage::arm`] set for a later sync than the
+    /// write made. (By arming it past any sync a run makes: the next crash clears it.)
+    pub fn disarm_power_loss(&self) {
+        if let Some(fs) = self.fs() {
+            fs.crash_at_sync(u32::MAX, false);
+        }
     }
 }
 
