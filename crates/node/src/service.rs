@@ -9,12 +9,12 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use crate::transport::grpc::accepted_without_delay;
 use bytes::Bytes;
 use concord_proto::api::{self as proto, raft_server::RaftServer};
 use concord_raft::{Index, NodeId, ProposeError, Role, Term, NO_NODE};
 use prost::Message as _;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Code, Request, Response, Status};
 
 use crate::transport::grpc::{server_builder, TransportServer};
@@ -427,7 +427,7 @@ pub async fn serve<A: RaftApi>(
     server_builder(transport.config())
         .add_service(transport.into_service())
         .add_service(api.into_service())
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+        .serve_with_incoming_shutdown(accepted_without_delay(listener), async move {
             shutdown.await;
             closer.close_streams();
         })

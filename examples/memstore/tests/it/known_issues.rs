@@ -1,5 +1,6 @@
-//! Reproductions of concord-node behaviours this example ran into, ignored until the
-//! runtime changes: `cargo test -p concord-memstore --test it -- --ignored` runs them.
+//! Reproductions of concord-node behaviours this example ran into. Those still
+//! ignored wait for runtime changes: `cargo test -p concord-memstore --test it --
+//! --ignored` runs them.
 //! Each asserts what should happen.
 
 use std::time::{Duration, Instant};
@@ -70,20 +71,12 @@ fn follower_read_right_after_leader_loss_answers_soon() {
     });
 }
 
-/// One client proposing one write at a time to the leader should see about the
-/// latency of two fsyncs and a loopback round trip (a few ms at most on a slow
-/// disk). In this (debug) build each answer comes about 40 ms late instead: the
-/// node's gRPC server hands `TcpListenerStream` to tonic's
-/// `serve_with_incoming_shutdown`, which ignores the server builder's
-/// `tcp_nodelay(true)` ("The `tcp_nodelay` and `tcp_keepalive` settings are ignored
-/// when using this method"), so accepted sockets keep Nagle's algorithm and part of
-/// each response waits for the client's delayed ACK. Whether a response stalls
-/// depends on timing: a release build on an idle machine mostly escapes it, the same
-/// build under CPU contention does not (the benchmark once measured a 44 ms p50 at
-/// every row). Passing `TcpIncoming::from(listener).with_nodelay(Some(true))` instead
-/// (service.rs `serve` and the transport's server) makes this test pass.
+/// One client proposing one write at a time to the leader sees about the latency of
+/// two fsyncs and a loopback round trip (a few ms at most on a slow disk), not ~40 ms
+/// more: the node's gRPC servers set `TCP_NODELAY` on accepted sockets, so no part of
+/// a response waits for the client's delayed ACK (Nagle's algorithm). Without it this
+/// debug build answered each proposal about 40 ms late.
 #[test]
-#[ignore = "concord-node: accepted sockets lack TCP_NODELAY (about 40 ms per client response)"]
 fn one_proposer_is_not_delayed_by_nagle() {
     let dir = test_dir();
     let (nodes, runtime) = cluster(dir.path());
