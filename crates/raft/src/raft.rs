@@ -525,7 +525,7 @@ impl<S: Storage> Raft<S> {
         }
         let first_index = self.log.last_index() + 1;
         let term = self.term;
-        let mut entries: Vec<Entry> = payloads
+        let entries: Vec<Entry> = payloads
             .into_iter()
             .enumerate()
             .map(|(offset, data)| Entry {
@@ -549,7 +549,7 @@ impl<S: Storage> Raft<S> {
         if kind == EntryKind::ConfChange {
             self.pending_conf_index = entries.last().map(|entry| entry.index).unwrap_or(0);
         }
-        self.log.append(std::mem::take(&mut entries));
+        self.log.append(entries);
         self.broadcast_append();
         Ok(LogPosition {
             index: first_index,
@@ -618,12 +618,20 @@ impl<S: Storage> Raft<S> {
     // ---------------------------------------------------------------------------------
     // Replication (leader side).
 
+    /// Every member but us, in id order.
+    fn peer_ids(&self) -> Vec<NodeId> {
+        let id = self.id;
+        self.tracker
+            .progress
+            .keys()
+            .copied()
+            .filter(|&node| node != id)
+            .collect()
+    }
+
     fn broadcast_append(&mut self) {
-        let ids: Vec<NodeId> = self.tracker.progress.keys().copied().collect();
-        for id in ids {
-            if id != self.id {
-                self.maybe_send_append(id, true);
-            }
+        for id in self.peer_ids() {
+            self.maybe_send_append(id, true);
         }
     }
 
@@ -632,11 +640,7 @@ impl<S: Storage> Raft<S> {
     /// (empty if it is up to date), so an idle group applies without waiting for a
     /// heartbeat. Under load this sends nothing extra.
     fn broadcast_commit(&mut self) {
-        let ids: Vec<NodeId> = self.tracker.progress.keys().copied().collect();
-        for id in ids {
-            if id == self.id {
-                continue;
-            }
+        for id in self.peer_ids() {
             self.maybe_send_commit(id);
         }
     }
@@ -653,11 +657,8 @@ impl<S: Storage> Raft<S> {
     }
 
     fn broadcast_append_if_not_paused(&mut self) {
-        let ids: Vec<NodeId> = self.tracker.progress.keys().copied().collect();
-        for id in ids {
-            if id != self.id {
-                self.maybe_send_append(id, false);
-            }
+        for id in self.peer_ids() {
+            self.maybe_send_append(id, false);
         }
     }
 
@@ -763,11 +764,7 @@ impl<S: Storage> Raft<S> {
     }
 
     fn broadcast_heartbeat(&mut self, context: Bytes) {
-        let ids: Vec<NodeId> = self.tracker.progress.keys().copied().collect();
-        for id in ids {
-            if id == self.id {
-                continue;
-            }
+        for id in self.peer_ids() {
             let matched = self.tracker.progress[&id].matched;
             let mut heartbeat = Message::new(MessageKind::Heartbeat, self.id, id, self.term);
             // Never tell a follower to commit past what it is known to have: it may not
@@ -1222,7 +1219,6 @@ impl<S: Storage> Raft<S> {
             }
             return;
         }
-        let was_paused = progress.is_paused();
         if !progress.maybe_update(response.index) {
             return;
         }
@@ -1239,15 +1235,11 @@ impl<S: Storage> Raft<S> {
         let matched = self.tracker.progress[&from].matched;
         if self.maybe_commit() {
             self.broadcast_commit();
-        } else if was_paused {
-            self.maybe_send_append(from, false);
-        } else {
-            // Nothing new committed, but this follower may have missed an earlier
-            // commit while its appends were in flight.
-            self.maybe_send_commit(from);
         }
-        // Keep the pipeline full.
+        // Keep the pipeline full; with nothing left in flight, make sure the follower
+        // knows the commit index (it may have missed one while its appends were out).
         while self.maybe_send_append(from, false) {}
+        self.maybe_send_commit(from);
         if from == self.lead_transferee && matched == last_index {
             self.send_timeout_now(from);
         }
@@ -1603,7 +1595,6 @@ impl<S: Storage> Raft<S> {
                 self.id
             );
         }
-        let _ = self.randomized_election_timeout_ticks;
         assert!(
             self.randomized_election_timeout_ticks >= self.config.election_timeout_ticks
                 && self.randomized_election_timeout_ticks < 2 * self.config.election_timeout_ticks,
