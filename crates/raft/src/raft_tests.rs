@@ -36,6 +36,10 @@ fn config(id: NodeId) -> Config {
     }
 }
 
+fn hard_state(term: u64, vote: NodeId, commit: u64) -> HardState {
+    HardState { term, vote, commit }
+}
+
 fn entry(index: u64, term: u64, data: &'static [u8]) -> Entry {
     Entry {
         term,
@@ -90,6 +94,18 @@ fn outbox(node: &mut RawNode<MemStorage>) -> Vec<Message> {
 
 fn kinds(messages: &[Message]) -> Vec<(MessageKind, NodeId, u64)> {
     messages.iter().map(|m| (m.kind, m.to, m.term)).collect()
+}
+
+/// Snapshots the node's storage at its applied index with `data` and compacts the log
+/// up to it, as a driver does; returns that index.
+fn snapshot_and_compact(node: &mut RawNode<MemStorage>, data: Bytes) -> u64 {
+    let status = node.status();
+    let storage = node.storage_mut();
+    storage
+        .create_snapshot(status.applied, status.conf_state, data)
+        .unwrap();
+    storage.compact(status.applied).unwrap();
+    status.applied
 }
 
 /// A group of nodes wired by direct calls, with links that can be cut.
@@ -209,14 +225,7 @@ fn election_timeout_starts_candidacy() {
     assert_eq!(n.role(), Role::Candidate);
     assert_eq!(n.term(), 2);
     let ready = handle_ready(&mut n);
-    assert_eq!(
-        ready.hard_state,
-        Some(HardState {
-            term: 2,
-            vote: 1,
-            commit: 1
-        })
-    );
+    assert_eq!(ready.hard_state, Some(hard_state(2, 1, 1)));
     assert!(
         ready.messages.is_empty(),
         "vote requests must wait for the vote to persist"
@@ -267,15 +276,7 @@ fn vote_requires_up_to_date_log() {
         (5, 1, false),
     ];
     for (index, log_term, granted) in cases {
-        let storage = storage_with(
-            &[1, 2, 3],
-            &entries,
-            HardState {
-                term: 2,
-                vote: 0,
-                commit: 0,
-            },
-        );
+        let storage = storage_with(&[1, 2, 3], &entries, hard_state(2, 0, 0));
         let mut n = RawNode::new(&config(1), storage).unwrap();
         let mut request = Message::new(MessageKind::RequestVote, 2, 1, 3);
         request.index = index;
@@ -489,15 +490,7 @@ fn batch_is_one_append() {
 #[test]
 fn follower_rejects_gap_and_truncates_conflict() {
     let entries = [entry(2, 1, b"a"), entry(3, 1, b"b"), entry(4, 2, b"stale")];
-    let storage = storage_with(
-        &[1, 2, 3],
-        &entries,
-        HardState {
-            term: 2,
-            vote: 0,
-            commit: 2,
-        },
-    );
+    let storage = storage_with(&[1, 2, 3], &entries, hard_state(2, 0, 2));
     let mut n = RawNode::new(&config(2), storage).unwrap();
     // Leader of term 3 believes the follower has index 5 at term 3.
     let mut append = Message::new(MessageKind::Append, 1, 2, 3);
@@ -581,15 +574,7 @@ fn leader_backtracks_a_term_at_a_time() {
 fn old_term_entry_is_not_committed_by_count() {
     // Node 1 holds entry 2 from term 2 that never committed; it is now leader of term 4.
     let entries = [entry(2, 1, b"a"), entry(3, 2, b"old")];
-    let storage = storage_with(
-        &[1, 2, 3],
-        &entries,
-        HardState {
-            term: 3,
-            vote: 0,
-            commit: 2,
-        },
-    );
+    let storage = storage_with(&[1, 2, 3], &entries, hard_state(3, 0, 2));
     let mut n = RawNode::new(&config(1), storage).unwrap();
     n.campaign();
     handle_ready(&mut n);
@@ -709,13 +694,7 @@ fn snapshot_is_streamed_in_chunks_then_log_resumes() {
     }
     net.settle();
     // Leader snapshots at its applied index and compacts everything.
-    let applied = net.node(1).status().applied;
-    let conf_state = net.node(1).status().conf_state;
-    let storage = net.node(1).storage_mut();
-    storage
-        .create_snapshot(applied, conf_state, Bytes::from(vec![7u8; 35]))
-        .unwrap();
-    storage.compact(applied).unwrap();
+    let applied = snapshot_and_compact(net.node(1), Bytes::from(vec![7u8; 35]));
     net.heal();
     net.delivered.clear();
     net.tick(1, 1);
@@ -869,15 +848,7 @@ fn removed_nodes_stop_campaigning_and_leader_hands_off() {
 fn vote_rejection_teaches_commit_index() {
     for (hint_term, expected_commit) in [(1, 3), (2, 1)] {
         let entries = [entry(2, 1, b"a"), entry(3, 1, b"b")];
-        let storage = storage_with(
-            &[1, 2, 3],
-            &entries,
-            HardState {
-                term: 1,
-                vote: 0,
-                commit: 1,
-            },
-        );
+        let storage = storage_with(&[1, 2, 3], &entries, hard_state(1, 0, 1));
         let mut n = RawNode::new(&config(1), storage).unwrap();
         n.campaign();
         handle_ready(&mut n);
@@ -890,15 +861,7 @@ fn vote_rejection_teaches_commit_index() {
     }
     // And the rejecting side fills the hint in.
     let entries = [entry(2, 1, b"a")];
-    let storage = storage_with(
-        &[1, 2, 3],
-        &entries,
-        HardState {
-            term: 1,
-            vote: 0,
-            commit: 2,
-        },
-    );
+    let storage = storage_with(&[1, 2, 3], &entries, hard_state(1, 0, 2));
     let mut voter = RawNode::new(&config(2), storage).unwrap();
     let mut request = Message::new(MessageKind::RequestVote, 1, 2, 2);
     request.index = 1;
@@ -1173,13 +1136,7 @@ fn snapshot_chunks_advance_only_on_forward_acks() {
     net.isolate(3);
     net.node(1).propose(Bytes::from_static(b"x")).unwrap();
     net.settle();
-    let applied = net.node(1).status().applied;
-    let conf_state = net.node(1).status().conf_state;
-    let storage = net.node(1).storage_mut();
-    storage
-        .create_snapshot(applied, conf_state, Bytes::from(vec![5u8; 30]))
-        .unwrap();
-    storage.compact(applied).unwrap();
+    snapshot_and_compact(net.node(1), Bytes::from(vec![5u8; 30]));
     // Node 3 answers a heartbeat; the leader probes it, node 3 rejects (it lacks the
     // entries, which are compacted), and the leader starts the snapshot with chunk 0.
     let mut answer = Message::new(MessageKind::HeartbeatResponse, 3, 1, 2);
