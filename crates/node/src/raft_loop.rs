@@ -129,6 +129,17 @@ struct Waiter {
     proposed_at: Instant,
 }
 
+/// Reads asked of the core as one ReadIndex request.
+struct PendingReads {
+    /// The request's context (unique in the node).
+    context: u64,
+    /// The tick the reads were first asked at: their timeout counts from here.
+    first_asked: u64,
+    /// The tick they were last asked at.
+    asked: u64,
+    reads: Vec<ReadRequest>,
+}
+
 /// A membership change waiting to be applied.
 struct AdminWaiter {
     index: Index,
@@ -158,8 +169,10 @@ struct Group {
     admin_waiters: Vec<AdminWaiter>,
     /// Reads queued this turn.
     reads: Vec<ReadRequest>,
-    /// Reads asked of the core, by context, with the tick they were asked at.
-    pending_reads: HashMap<u64, (u64, Vec<ReadRequest>)>,
+    /// Reads asked of the core, by context.
+    pending_reads: HashMap<u64, PendingReads>,
+    /// Reads to ask again: the leader changed, or the request or its answer was lost.
+    reads_to_retry: Vec<PendingReads>,
     addresses: Addresses,
     conf_state: ConfState,
     role: Role,
@@ -451,6 +464,7 @@ impl RaftLoop {
             admin_waiters: Vec::new(),
             reads: Vec::new(),
             pending_reads: HashMap::new(),
+            reads_to_retry: Vec::new(),
             addresses,
             conf_state,
             dirty: false,
@@ -763,21 +777,40 @@ impl RaftLoop {
         self.ticks += 1;
         let now = self.ticks;
         let read_timeout_ticks = self.read_timeout_ticks;
+        let read_retry_ticks = 2 * u64::from(self.config.election_timeout_ticks);
         let proposal_timeout = Duration::from_millis(self.config.proposal_timeout_ms);
         let clock = Instant::now();
         for group in self.groups.values_mut() {
             group.raw.tick();
-            if !group.pending_reads.is_empty() {
-                // Reads the core never answered (leader lost, message lost).
-                group.pending_reads.retain(|_, (asked_at, reads)| {
-                    if now < *asked_at + read_timeout_ticks {
-                        return true;
+            if !group.pending_reads.is_empty() || !group.reads_to_retry.is_empty() {
+                // Reads the core never answered (leader lost, message lost) time out;
+                // those unanswered for a while are asked again.
+                let expired =
+                    |pending: &PendingReads| now >= pending.first_asked + read_timeout_ticks;
+                group.reads_to_retry.retain_mut(|pending| {
+                    if expired(pending) {
+                        fail_reads(std::mem::take(&mut pending.reads), &ApiError::Timeout);
                     }
-                    for read in reads.drain(..) {
-                        let _ = read.reply.send(Err(ApiError::Timeout));
-                    }
-                    false
+                    !pending.reads.is_empty()
                 });
+                let unanswered: Vec<u64> = group
+                    .pending_reads
+                    .values()
+                    .filter(|pending| expired(pending) || now >= pending.asked + read_retry_ticks)
+                    .map(|pending| pending.context)
+                    .collect();
+                for context in unanswered {
+                    let pending = group.pending_reads.remove(&context).expect("listed");
+                    if expired(&pending) {
+                        fail_reads(pending.reads, &ApiError::Timeout);
+                    } else {
+                        group.reads_to_retry.push(pending);
+                    }
+                }
+                if !group.reads_to_retry.is_empty() && !group.queued {
+                    group.queued = true;
+                    self.queued.push(group.id);
+                }
             }
             // Proposals whose entry was not handed out in time (leadership lost, no
             // quorum). The waiters are in proposal order, so the oldest are in front.
@@ -911,20 +944,34 @@ impl RaftLoop {
                 }
             }
             if !group.reads.is_empty() {
-                let reads = std::mem::take(&mut group.reads);
-                let context = self.next_read_context;
-                self.next_read_context += 1;
-                match group
-                    .raw
-                    .read_index(Bytes::copy_from_slice(&context.to_be_bytes()))
-                {
-                    Ok(()) => {
-                        group.pending_reads.insert(context, (ticks, reads));
-                    }
-                    Err(error) => {
-                        let error = with_address(error.into(), &group.addresses);
-                        for read in reads {
-                            let _ = read.reply.send(Err(error.clone()));
+                group.reads_to_retry.push(PendingReads {
+                    context: 0,
+                    first_asked: ticks,
+                    asked: ticks,
+                    reads: std::mem::take(&mut group.reads),
+                });
+            }
+            // Reads wait for a known leader (or their timeout); then each batch is
+            // asked as one ReadIndex request.
+            let leader_known = group.raw.role() == Role::Leader || group.raw.leader() != NO_NODE;
+            if leader_known {
+                for mut pending in std::mem::take(&mut group.reads_to_retry) {
+                    let context = self.next_read_context;
+                    self.next_read_context += 1;
+                    match group
+                        .raw
+                        .read_index(Bytes::copy_from_slice(&context.to_be_bytes()))
+                    {
+                        Ok(()) => {
+                            pending.context = context;
+                            pending.asked = ticks;
+                            group.pending_reads.insert(context, pending);
+                        }
+                        Err(error) => {
+                            fail_reads(
+                                pending.reads,
+                                &with_address(error.into(), &group.addresses),
+                            );
                         }
                     }
                 }
@@ -967,6 +1014,16 @@ impl RaftLoop {
             let mut ready = group.raw.ready();
             if let Some(soft_state) = ready.soft_state {
                 observe_soft_state(self.node_id, group, soft_state.role, soft_state.leader);
+                // The leader changed: reads asked of the old one may never be answered
+                // (it lost leadership or died); ask the new one.
+                if !group.pending_reads.is_empty() {
+                    let pending = group.pending_reads.drain().map(|(_, pending)| pending);
+                    group.reads_to_retry.extend(pending);
+                }
+                if !group.reads_to_retry.is_empty() && !group.queued {
+                    group.queued = true;
+                    self.queued.push(id);
+                }
             }
             if let Some(hard_state) = ready.hard_state {
                 group.metrics.term.store(hard_state.term, Ordering::Relaxed);
@@ -1100,10 +1157,10 @@ impl RaftLoop {
             let Ok(context) = <[u8; 8]>::try_from(&read_state.context[..]) else {
                 continue;
             };
-            if let Some((_, requests)) = group.pending_reads.remove(&u64::from_be_bytes(context)) {
+            if let Some(pending) = group.pending_reads.remove(&u64::from_be_bytes(context)) {
                 let _ = group.apply.send(ApplyItem::Read {
                     index: read_state.index,
-                    requests,
+                    requests: pending.reads,
                 });
             }
         }
@@ -1309,10 +1366,17 @@ fn fail_group_requests(group: &mut Group, reason: &str) {
     for read in group.reads.drain(..) {
         let _ = read.reply.send(Err(error()));
     }
-    for (_, (_, reads)) in group.pending_reads.drain() {
-        for read in reads {
-            let _ = read.reply.send(Err(error()));
-        }
+    for (_, pending) in group.pending_reads.drain() {
+        fail_reads(pending.reads, &error());
+    }
+    for pending in group.reads_to_retry.drain(..) {
+        fail_reads(pending.reads, &error());
+    }
+}
+
+fn fail_reads(reads: Vec<ReadRequest>, error: &ApiError) {
+    for read in reads {
+        let _ = read.reply.send(Err(error.clone()));
     }
 }
 

@@ -239,3 +239,45 @@ async fn a_hundred_groups_stay_healthy_and_idle_ones_stay_cheap() {
     })
     .await;
 }
+
+/// A follower's linearizable read whose ReadIndex request to the leader is lost is
+/// asked again (after two election timeouts) and answers once the link heals, long
+/// before `read_timeout_ms`; the leader never changed, so nothing else re-sends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_follower_read_request_is_asked_again() {
+    bounded(async {
+        let faults = Faults::new(7);
+        let mut cluster = TestCluster::new(Network::Memory);
+        cluster.faults = Some(faults.clone());
+        cluster.tweak = Arc::new(|config| config.read_timeout_ms = 30_000);
+        cluster.start_group(&[1, 2, 3], &[GROUP]).await;
+        let bound = Duration::from_secs(10);
+        cluster.put(GROUP, "k", "v", bound).await;
+        let leader = cluster.leader(GROUP, bound).await;
+        let follower = [1, 2, 3].into_iter().find(|&id| id != leader).unwrap();
+        // Only the follower's messages to the leader are lost: the leader keeps
+        // leading (the other follower answers its heartbeats).
+        faults.cut(follower, leader);
+        let node = cluster.node(follower).clone();
+        let read = tokio::spawn(async move {
+            let asked = Instant::now();
+            let value = node
+                .read(GROUP, bytes::Bytes::from_static(b"k"))
+                .await
+                .expect("the read answers");
+            (value, asked.elapsed())
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        faults.heal_all();
+        let (value, took) = read.await.unwrap();
+        assert_eq!(&value[..], b"v");
+        assert!(took < Duration::from_secs(5), "the read took {took:?}");
+        assert_eq!(
+            cluster.leader(GROUP, bound).await,
+            leader,
+            "the leader changed"
+        );
+        cluster.shutdown().await;
+    })
+    .await;
+}

@@ -3,7 +3,7 @@
 
 mod cli;
 mod failover;
-mod known_issues;
 mod membership;
+mod regressions;
 mod support;
 mod walkthrough;
