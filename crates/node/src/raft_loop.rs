@@ -184,6 +184,11 @@ struct Group {
     held: Option<Held>,
     /// Compact the log to this index with the next write.
     pending_compact: Option<Index>,
+    /// Term and vote of the last hard state written to the log.
+    synced_term_vote: (Term, NodeId),
+    /// A hard state that changed only the commit index, not yet written: it goes
+    /// with the group's next durable write.
+    unsynced_hard_state: Option<HardState>,
 }
 
 /// A write batch on its way to disk.
@@ -451,6 +456,7 @@ impl RaftLoop {
             learners = ?conf_state.learners,
             "group started"
         );
+        let synced_term_vote = (raw.term(), raw.status().vote);
         let group = Group {
             id,
             role: raw.role(),
@@ -471,6 +477,8 @@ impl RaftLoop {
             queued: false,
             held: None,
             pending_compact: None,
+            synced_term_vote,
+            unsynced_hard_state: None,
         };
         for (&node, address) in &group.addresses {
             learn_peer(
@@ -990,7 +998,9 @@ impl RaftLoop {
     /// durable parts in one batch (or, in memory, at once).
     fn start_batch(&mut self) {
         let mut batch = WriteBatch::new();
+        // Groups whose Ready waits for the batch, and those with nothing durable.
         let mut members = Vec::new();
+        let mut settled = Vec::new();
         let mut failure = None;
         for id in std::mem::take(&mut self.dirty) {
             let Some(group) = self.groups.get_mut(&id) else {
@@ -1052,6 +1062,7 @@ impl RaftLoop {
             }
             queue_messages(&mut self.outbox, id, messages);
             let entries = std::mem::take(&mut ready.entries);
+            let mut durable_part = true;
             match group.raw.storage_mut().memory_mut() {
                 Some(memory) => {
                     if let Err(error) = GroupStore::persist_in_memory(
@@ -1065,9 +1076,32 @@ impl RaftLoop {
                     }
                 }
                 None => {
-                    batch.persist_ready(id, ready.hard_state, ready.snapshot.clone(), entries);
-                    if compact.is_some() {
-                        batch.group(id).compact = compact;
+                    // A hard state that changes only the commit index is not worth a
+                    // sync of its own (the commit index is not needed for safety: a
+                    // restarted node learns it again from the leader). It rides along
+                    // with the group's next durable write.
+                    let votes_changed = ready.hard_state.is_some_and(|hard_state| {
+                        (hard_state.term, hard_state.vote) != group.synced_term_vote
+                    });
+                    if entries.is_empty()
+                        && ready.snapshot.is_none()
+                        && compact.is_none()
+                        && !votes_changed
+                    {
+                        if ready.hard_state.is_some() {
+                            group.unsynced_hard_state = ready.hard_state;
+                        }
+                        durable_part = false;
+                    } else {
+                        let hard_state = ready.hard_state.or(group.unsynced_hard_state);
+                        group.unsynced_hard_state = None;
+                        if let Some(hard_state) = hard_state {
+                            group.synced_term_vote = (hard_state.term, hard_state.vote);
+                        }
+                        batch.persist_ready(id, hard_state, ready.snapshot.clone(), entries);
+                        if compact.is_some() {
+                            batch.group(id).compact = compact;
+                        }
                     }
                 }
             }
@@ -1077,11 +1111,19 @@ impl RaftLoop {
                 read_states: std::mem::take(&mut ready.read_states),
                 snapshot: ready.snapshot.take(),
             });
-            members.push(id);
+            if durable_part {
+                members.push(id);
+            } else {
+                settled.push(id);
+            }
         }
         if let Some(reason) = failure {
             self.fail(reason);
             return;
+        }
+        // Nothing of theirs to wait for.
+        for id in settled {
+            self.finish_id(id);
         }
         match (&self.log, batch.is_empty()) {
             (Some(log), false) => match log.submit(batch) {
@@ -1098,6 +1140,7 @@ impl RaftLoop {
                 Err(error) => self.fail(format!("submitting a write batch: {error}")),
             },
             _ => {
+                // Persisted in memory, at once.
                 if !members.is_empty() {
                     self.metrics
                         .batches_persisted

@@ -281,3 +281,48 @@ async fn a_lost_follower_read_request_is_asked_again() {
     })
     .await;
 }
+
+/// A hard state that changes only the commit index is not synced on its own: one
+/// proposal at a time costs the leader one fsync (its entries), not two (entries,
+/// then the new commit index). Restarting every node afterwards still finds every
+/// write: the commit index is learned again from the new leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequential_proposals_cost_the_leader_one_fsync_each() {
+    bounded(async {
+        let mut cluster = TestCluster::new(Network::Memory);
+        cluster.start_group(&[1, 2, 3], &[GROUP]).await;
+        let bound = Duration::from_secs(10);
+        cluster.put(GROUP, "warm", "up", bound).await;
+        let leader = cluster.leader(GROUP, bound).await;
+        let fsyncs = |cluster: &TestCluster| cluster.node(leader).metrics().fsync_latency.count();
+        let before = fsyncs(&cluster);
+        const PROPOSALS: u64 = 40;
+        let mut last = 0;
+        for key in 0..PROPOSALS {
+            last = cluster.put(GROUP, &format!("k{key}"), "v", bound).await;
+        }
+        let synced = fsyncs(&cluster) - before;
+        assert!(
+            (PROPOSALS..PROPOSALS + PROPOSALS / 4).contains(&synced),
+            "{synced} leader fsyncs for {PROPOSALS} sequential proposals"
+        );
+        cluster.applied_everywhere(GROUP, last, bound).await;
+        for id in [1, 2, 3] {
+            cluster.stop(id).await;
+        }
+        for id in [1, 2, 3] {
+            cluster.start(id).await;
+        }
+        cluster.applied_everywhere(GROUP, last, bound).await;
+        for id in [1, 2, 3] {
+            assert_eq!(
+                cluster
+                    .value_on(id, GROUP, &format!("k{}", PROPOSALS - 1))
+                    .await,
+                "v"
+            );
+        }
+        cluster.shutdown().await;
+    })
+    .await;
+}
