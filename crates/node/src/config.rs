@@ -110,6 +110,9 @@ pub struct NodeConfig {
     pub turn_inputs_max: u32,
     /// Largest encoded client request the gRPC service accepts, in bytes.
     pub request_bytes_max: u64,
+    /// Most proposals one `ProposeBatch` call may carry (clients batch concurrent
+    /// proposals into such calls).
+    pub propose_batch_max: u32,
 
     /// Largest encoded raft message sent or accepted, in bytes. Must exceed
     /// `append_bytes_max` and `snapshot_chunk_bytes_max` (plus headers).
@@ -167,6 +170,7 @@ impl Default for NodeConfig {
             request_queue_max: 65_536,
             turn_inputs_max: 8_192,
             request_bytes_max: 4 * 1024 * 1024,
+            propose_batch_max: 4096,
             message_bytes_max: transport.message_bytes_max,
             batch_messages_max: transport.batch_messages_max as u32,
             batch_bytes_max: transport.batch_bytes_max,
@@ -362,6 +366,7 @@ impl NodeConfig {
         in_range("request_queue_max", self.request_queue_max, 1..=16_777_216)?;
         in_range("turn_inputs_max", self.turn_inputs_max, 1..=16_777_216)?;
         in_range("request_bytes_max", self.request_bytes_max, KIB..=GIB)?;
+        in_range("propose_batch_max", self.propose_batch_max, 1..=1_048_576)?;
         in_range("message_bytes_max", self.message_bytes_max, KIB..=GIB)?;
         let needed = self.append_bytes_max.max(self.snapshot_chunk_bytes_max) + 64 * KIB;
         if self.message_bytes_max < needed {

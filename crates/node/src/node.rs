@@ -322,7 +322,8 @@ impl NodeBuilder {
             let server =
                 TransportServer::new(node_id, transport_config, inbox_sender, transport_metrics);
             let api = RaftService::from_arc(Arc::new(handle.clone()))
-                .request_bytes_max(config.request_bytes_max as usize);
+                .request_bytes_max(config.request_bytes_max as usize)
+                .propose_batch_max(config.propose_batch_max as usize);
             let mut signal = shutdown_signal.clone();
             let task = runtime.spawn(async move {
                 let stop = async move {

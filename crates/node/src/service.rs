@@ -105,6 +105,21 @@ impl ApiError {
     /// The gRPC status for this error: its code, its message, and the error itself in
     /// the details (an `RpcStatus` holding one `ErrorDetail`).
     pub fn to_status(&self) -> Status {
+        let code = self.code();
+        let message = self.to_string();
+        let details = proto::RpcStatus {
+            code: code as i32,
+            message: message.clone(),
+            details: vec![proto::AnyDetail {
+                type_url: proto::ERROR_DETAIL_TYPE_URL.into(),
+                value: self.to_detail().encode_to_vec().into(),
+            }],
+        };
+        Status::with_details(code, message, details.encode_to_vec().into())
+    }
+
+    /// This error as the `ErrorDetail` message that carries it on the wire.
+    pub fn to_detail(&self) -> proto::ErrorDetail {
         use proto::error_detail::Error as Detail;
         let detail = match self {
             ApiError::NotLeader { leader, address } => Detail::NotLeader(proto::NotLeader {
@@ -129,21 +144,30 @@ impl ApiError {
                 reason: reason.clone(),
             }),
         };
-        let code = self.code();
-        let message = self.to_string();
-        let details = proto::RpcStatus {
-            code: code as i32,
-            message: message.clone(),
-            details: vec![proto::AnyDetail {
-                type_url: proto::ERROR_DETAIL_TYPE_URL.into(),
-                value: proto::ErrorDetail {
-                    error: Some(detail),
-                }
-                .encode_to_vec()
-                .into(),
-            }],
-        };
-        Status::with_details(code, message, details.encode_to_vec().into())
+        proto::ErrorDetail {
+            error: Some(detail),
+        }
+    }
+
+    /// The error an `ErrorDetail` carries, if it carries one.
+    pub fn from_detail(detail: proto::ErrorDetail) -> Option<ApiError> {
+        use proto::error_detail::Error as Detail;
+        let non_empty = |text: String| (!text.is_empty()).then_some(text);
+        Some(match detail.error? {
+            Detail::NotLeader(not_leader) => ApiError::NotLeader {
+                leader: (not_leader.leader_id != NO_NODE).then_some(not_leader.leader_id),
+                address: non_empty(not_leader.leader_address),
+            },
+            Detail::GroupNotFound(missing) => ApiError::GroupNotFound {
+                group: missing.group,
+            },
+            Detail::ProposalDropped(_) => ApiError::ProposalDropped,
+            Detail::Timeout(_) => ApiError::Timeout,
+            Detail::InvalidRequest(error) => ApiError::InvalidRequest(error.reason),
+            Detail::Unavailable(error) => ApiError::Unavailable(error.reason),
+            Detail::Busy(error) => ApiError::Busy(error.reason),
+            Detail::Internal(error) => ApiError::Internal(error.reason),
+        })
     }
 
     /// Reads the error out of a status: from its details when a concord node sent
@@ -181,7 +205,6 @@ impl From<ApiError> for Status {
 
 /// The `ErrorDetail` packed in a status's details, if there is a well-formed one.
 fn error_from_details(details: &[u8]) -> Option<ApiError> {
-    use proto::error_detail::Error as Detail;
     if details.is_empty() {
         return None;
     }
@@ -190,23 +213,7 @@ fn error_from_details(details: &[u8]) -> Option<ApiError> {
         .details
         .iter()
         .find(|any| any.type_url == proto::ERROR_DETAIL_TYPE_URL)?;
-    let detail = proto::ErrorDetail::decode(any.value.clone()).ok()?.error?;
-    let non_empty = |text: String| (!text.is_empty()).then_some(text);
-    Some(match detail {
-        Detail::NotLeader(not_leader) => ApiError::NotLeader {
-            leader: (not_leader.leader_id != NO_NODE).then_some(not_leader.leader_id),
-            address: non_empty(not_leader.leader_address),
-        },
-        Detail::GroupNotFound(missing) => ApiError::GroupNotFound {
-            group: missing.group,
-        },
-        Detail::ProposalDropped(_) => ApiError::ProposalDropped,
-        Detail::Timeout(_) => ApiError::Timeout,
-        Detail::InvalidRequest(error) => ApiError::InvalidRequest(error.reason),
-        Detail::Unavailable(error) => ApiError::Unavailable(error.reason),
-        Detail::Busy(error) => ApiError::Busy(error.reason),
-        Detail::Internal(error) => ApiError::Internal(error.reason),
-    })
+    ApiError::from_detail(proto::ErrorDetail::decode(any.value.clone()).ok()?)
 }
 
 /// How a read is served.
@@ -300,6 +307,19 @@ pub trait RaftApi: Send + Sync + 'static {
         data: Bytes,
     ) -> impl Future<Output = Result<ProposeResponse, ApiError>> + Send;
 
+    /// Proposes each `(group, data)` as [`RaftApi::propose`] does, all at once;
+    /// answers one result per proposal, in order.
+    fn propose_batch(
+        &self,
+        proposals: Vec<(u64, Bytes)>,
+    ) -> impl Future<Output = Vec<Result<ProposeResponse, ApiError>>> + Send {
+        futures_util::future::join_all(
+            proposals
+                .into_iter()
+                .map(|(group, data)| self.propose(group, data)),
+        )
+    }
+
     /// Answers `query` from `group`'s state machine.
     fn read(
         &self,
@@ -367,6 +387,7 @@ pub trait RaftApi: Send + Sync + 'static {
 pub struct RaftService<A> {
     api: Arc<A>,
     request_bytes_max: usize,
+    propose_batch_max: usize,
 }
 
 impl<A> Clone for RaftService<A> {
@@ -374,12 +395,15 @@ impl<A> Clone for RaftService<A> {
         RaftService {
             api: self.api.clone(),
             request_bytes_max: self.request_bytes_max,
+            propose_batch_max: self.propose_batch_max,
         }
     }
 }
 
 /// Default largest encoded request [`RaftService`] accepts, in bytes (gRPC's usual 4 MiB).
 pub const REQUEST_BYTES_MAX_DEFAULT: usize = 4 * 1024 * 1024;
+/// Default most proposals [`RaftService`] accepts in one `ProposeBatch` call.
+pub const PROPOSE_BATCH_MAX_DEFAULT: usize = 4096;
 
 impl<A: RaftApi> RaftService<A> {
     /// Serves `api`.
@@ -392,7 +416,15 @@ impl<A: RaftApi> RaftService<A> {
         RaftService {
             api,
             request_bytes_max: REQUEST_BYTES_MAX_DEFAULT,
+            propose_batch_max: PROPOSE_BATCH_MAX_DEFAULT,
         }
+    }
+
+    /// Refuses `ProposeBatch` calls carrying more than `count` proposals with
+    /// `INVALID_ARGUMENT`.
+    pub fn propose_batch_max(mut self, count: usize) -> Self {
+        self.propose_batch_max = count;
+        self
     }
 
     /// Refuses requests over `bytes` encoded bytes (proposals, queries) with
@@ -461,6 +493,41 @@ impl<A: RaftApi> proto::raft_server::Raft for RaftService<A> {
             index: applied.index,
             term: applied.term,
         }))
+    }
+
+    async fn propose_batch(
+        &self,
+        request: Request<proto::ProposeBatchRequest>,
+    ) -> Result<Response<proto::ProposeBatchResponse>, Status> {
+        let proposals = request.into_inner().proposals;
+        if proposals.len() > self.propose_batch_max {
+            return Err(ApiError::InvalidRequest(format!(
+                "a ProposeBatch call carries {} proposals; at most {} are allowed (propose_batch_max)",
+                proposals.len(),
+                self.propose_batch_max
+            ))
+            .into());
+        }
+        let proposals = proposals
+            .into_iter()
+            .map(|proposal| (proposal.group, proposal.data))
+            .collect();
+        let results = self.api.propose_batch(proposals).await;
+        use proto::propose_result::Outcome;
+        let results = results
+            .into_iter()
+            .map(|result| proto::ProposeResult {
+                outcome: Some(match result {
+                    Ok(applied) => Outcome::Applied(proto::ProposeResponse {
+                        response: applied.response,
+                        index: applied.index,
+                        term: applied.term,
+                    }),
+                    Err(error) => Outcome::Error(error.to_detail()),
+                }),
+            })
+            .collect();
+        Ok(Response::new(proto::ProposeBatchResponse { results }))
     }
 
     async fn read(

@@ -20,6 +20,8 @@ use crate::support::{bind, within, RunningServer};
 const GROUP: u64 = 1;
 /// A group whose every call takes longer than any client waits.
 const SLOW_GROUP: u64 = 13;
+/// How long a batch holding the proposal `slow` takes.
+const SLOW_PROPOSAL: Duration = Duration::from_millis(300);
 
 /// A node that answers from memory. It leads `GROUP` unless `redirect` names another
 /// node, in which case it answers `NotLeader` pointing there.
@@ -29,6 +31,8 @@ struct FakeNode {
     redirect: Mutex<Option<(NodeId, Option<String>)>>,
     log: Mutex<Vec<Bytes>>,
     calls: Mutex<Vec<String>>,
+    /// The size of every `propose_batch` call, in order.
+    batches: Mutex<Vec<usize>>,
 }
 
 impl FakeNode {
@@ -75,6 +79,21 @@ impl RaftApi for FakeNode {
             index: log.len() as u64,
             term: 3,
         })
+    }
+
+    async fn propose_batch(
+        &self,
+        proposals: Vec<(u64, Bytes)>,
+    ) -> Vec<Result<ProposeResponse, ApiError>> {
+        self.batches.lock().unwrap().push(proposals.len());
+        if proposals.iter().any(|(_, data)| data.as_ref() == b"slow") {
+            tokio::time::sleep(SLOW_PROPOSAL).await;
+        }
+        let mut results = Vec::new();
+        for (group, data) in proposals {
+            results.push(self.propose(group, data).await);
+        }
+        results
     }
 
     async fn read(&self, group: u64, query: Bytes, mode: ReadMode) -> Result<Bytes, ApiError> {
@@ -163,6 +182,7 @@ impl Served {
             redirect: Mutex::new(None),
             log: Mutex::new(Vec::new()),
             calls: Mutex::new(Vec::new()),
+            batches: Mutex::new(Vec::new()),
         });
         let config = TransportConfig::default();
         let (sender, _receiver) = inbox(&config);
@@ -399,4 +419,173 @@ async fn errors_reach_the_client_intact() {
     let unreachable = within("dead address", RaftClient::connect(dead.to_string())).await;
     assert!(matches!(unreachable, Err(ApiError::Unavailable(_))));
     node.server.stop().await;
+}
+
+/// Concurrent proposals through one client travel together: while a `ProposeBatch`
+/// call is out (its one slot taken), the others queue and go in the next calls, at
+/// most `propose_batch_max` each; every proposal gets its own answer.
+#[tokio::test]
+async fn concurrent_proposals_share_batch_calls() {
+    let node = Served::start(1).await;
+    let config = ClientConfig {
+        propose_batch_max: 16,
+        propose_batches_in_flight_max: 1,
+        ..ClientConfig::default()
+    };
+    let client = within("connect", RaftClient::connect_with(node.address(), config))
+        .await
+        .unwrap();
+    let slow = tokio::spawn({
+        let client = client.clone();
+        async move { client.propose(GROUP, Bytes::from_static(b"slow")).await }
+    });
+    tokio::time::sleep(SLOW_PROPOSAL / 3).await;
+    let proposals: Vec<_> = (0..40u32)
+        .map(|n| {
+            let client = client.clone();
+            tokio::spawn(
+                async move { client.propose(GROUP, Bytes::from(format!("p{n:02}"))).await },
+            )
+        })
+        .collect();
+    for (n, proposal) in proposals.into_iter().enumerate() {
+        let applied = within("a batched proposal", proposal)
+            .await
+            .unwrap()
+            .unwrap();
+        let mut expected = format!("p{n:02}").into_bytes();
+        expected.reverse();
+        assert_eq!(applied.response, Bytes::from(expected), "proposal {n}");
+    }
+    within("the slow proposal", slow).await.unwrap().unwrap();
+    assert_eq!(*node.node.batches.lock().unwrap(), vec![1, 16, 16, 8]);
+    assert_eq!(node.node.log.lock().unwrap().len(), 41);
+    node.server.stop().await;
+}
+
+/// Each proposal of a batch gets its own outcome: one for an unknown group fails
+/// alone, with the same error `Propose` gives, while the others apply.
+#[tokio::test]
+async fn a_batch_answers_each_proposal_on_its_own() {
+    let node = Served::start(1).await;
+    let config = ClientConfig {
+        propose_batches_in_flight_max: 1,
+        ..ClientConfig::default()
+    };
+    let client = within("connect", RaftClient::connect_with(node.address(), config))
+        .await
+        .unwrap();
+    let slow = tokio::spawn({
+        let client = client.clone();
+        async move { client.propose(GROUP, Bytes::from_static(b"slow")).await }
+    });
+    tokio::time::sleep(SLOW_PROPOSAL / 3).await;
+    let good = tokio::spawn({
+        let client = client.clone();
+        async move { client.propose(GROUP, Bytes::from_static(b"ok")).await }
+    });
+    let unknown = tokio::spawn({
+        let client = client.clone();
+        async move { client.propose(99, Bytes::from_static(b"lost")).await }
+    });
+    within("slow", slow).await.unwrap().unwrap();
+    let good = within("good", good).await.unwrap().unwrap();
+    assert_eq!(good.response, Bytes::from_static(b"ko"));
+    assert_eq!(
+        within("unknown", unknown).await.unwrap(),
+        Err(ApiError::GroupNotFound { group: 99 })
+    );
+    assert_eq!(*node.node.batches.lock().unwrap(), vec![1, 2]);
+    node.server.stop().await;
+}
+
+/// With `propose_batch_max` 1 the client sends each proposal in its own `Propose`
+/// call, and a client config that allows no batch at all is refused.
+#[tokio::test]
+async fn batching_can_be_turned_off() {
+    let node = Served::start(1).await;
+    let config = ClientConfig {
+        propose_batch_max: 1,
+        ..ClientConfig::default()
+    };
+    let client = within("connect", RaftClient::connect_with(node.address(), config))
+        .await
+        .unwrap();
+    within("propose", client.propose(GROUP, Bytes::from_static(b"one")))
+        .await
+        .unwrap();
+    assert!(node.node.batches.lock().unwrap().is_empty());
+    assert_eq!(node.node.calls(), vec!["propose b\"one\""]);
+
+    let config = ClientConfig {
+        propose_batch_max: 0,
+        ..ClientConfig::default()
+    };
+    let refused = within("connect", RaftClient::connect_with(node.address(), config)).await;
+    assert!(
+        matches!(&refused, Err(ApiError::InvalidRequest(reason)) if reason.contains("propose_batch_max")),
+        "{:?}",
+        refused.err()
+    );
+    node.server.stop().await;
+}
+
+/// A `ProposeBatch` call over the service's `propose_batch_max` is refused whole,
+/// with a message naming the limit, before any proposal reaches the node.
+#[tokio::test]
+async fn an_oversized_batch_is_refused() {
+    let (listener, address) = bind().await;
+    let node = Arc::new(FakeNode {
+        id: 1,
+        address: address.to_string(),
+        redirect: Mutex::new(None),
+        log: Mutex::new(Vec::new()),
+        calls: Mutex::new(Vec::new()),
+        batches: Mutex::new(Vec::new()),
+    });
+    let config = TransportConfig::default();
+    let (sender, _receiver) = inbox(&config);
+    let transport = TransportServer::new(1, config, sender, Arc::new(TransportMetrics::default()));
+    let service = RaftService::from_arc(node.clone()).propose_batch_max(4);
+    let server = RunningServer::spawn(move |stopped| {
+        serve(listener, transport, service, async move {
+            let _ = stopped.await;
+        })
+    });
+    let mut raw = within(
+        "connect",
+        concord_proto::api::raft_client::RaftClient::connect(format!("http://{address}")),
+    )
+    .await
+    .unwrap();
+    let proposal = |data: &'static [u8]| concord_proto::api::ProposeRequest {
+        group: GROUP,
+        data: Bytes::from_static(data),
+    };
+    let status = within(
+        "five proposals",
+        raw.propose_batch(concord_proto::api::ProposeBatchRequest {
+            proposals: vec![proposal(b"1"); 5],
+        }),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(
+        status.message().contains("5 proposals") && status.message().contains("at most 4"),
+        "{}",
+        status.message()
+    );
+    assert!(node.calls().is_empty());
+    let answered = within(
+        "four proposals",
+        raw.propose_batch(concord_proto::api::ProposeBatchRequest {
+            proposals: vec![proposal(b"1"); 4],
+        }),
+    )
+    .await
+    .unwrap()
+    .into_inner();
+    assert_eq!(answered.results.len(), 4);
+    server.stop().await;
 }
