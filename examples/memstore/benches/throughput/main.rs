@@ -3,6 +3,9 @@
 //! fdatasync), and this process as the client, proposing over gRPC with
 //! [`RaftClient`] straight to the leader. N proposers each keep one proposal of a
 //! 256 B value outstanding: propose, wait for the applied response, propose the next.
+//! The proposers are N tasks sharing one client (one connection), as the tasks of
+//! one application would; the client carries whatever proposals are outstanding
+//! together in `ProposeBatch` calls.
 //!
 //! `cargo bench -p concord-memstore` measures 1, 64 and 256 proposers, each row
 //! `MEMSTORE_BENCH_REPEATS` times (default 3; the table shows the median and the
@@ -42,10 +45,6 @@ use support::Server;
 const PROPOSER_COUNTS: [usize; 3] = [1, 64, 256];
 /// Bytes of every proposal's value.
 const VALUE_BYTES: usize = 256;
-/// Proposers sharing one client connection.
-const PROPOSERS_PER_CONNECTION: usize = 32;
-/// Most client connections to the leader.
-const CONNECTIONS_MAX: usize = 8;
 /// Timed runs per row unless `MEMSTORE_BENCH_REPEATS` says otherwise.
 const REPEATS_DEFAULT: usize = 3;
 /// Length of a timed run unless `MEMSTORE_BENCH_SECONDS` says otherwise.
@@ -312,6 +311,15 @@ fn bench(options: &Options) -> Result<(), String> {
     let leader = runtime.block_on(find_leader(&nodes))?;
     let leader_address = nodes[leader].address.clone();
     println!("  leader: node {} at {leader_address}", nodes[leader].id);
+    let round_trip = runtime.block_on(status_round_trips(
+        &leader_address,
+        if options.quick { 50 } else { 2000 },
+    ))?;
+    println!(
+        "  gRPC round trip to the leader (status calls, no raft): p50 {:.0} us, p99 {:.0} us",
+        round_trip.value_at_quantile(0.5) as f64 / 1e3,
+        round_trip.value_at_quantile(0.99) as f64 / 1e3,
+    );
     println!();
     println!(
         "{:>9} | {:>24} | {:>8} | {:>17} | {:>8} | {:>8} | {:>8} | {:>11} | {:>9} | {:>24}",
@@ -329,13 +337,13 @@ fn bench(options: &Options) -> Result<(), String> {
 
     let mut rows = Vec::new();
     for &proposers in &options.proposers {
-        let clients = runtime.block_on(connect(&leader_address, proposers))?;
-        runtime.block_on(propose_for(&clients, proposers, WARMUP))?;
+        let client = runtime.block_on(connect(&leader_address))?;
+        runtime.block_on(propose_for(&client, proposers, WARMUP))?;
         let mut runs = Vec::new();
         for _ in 0..options.repeats {
             let before = Counters::read(&nodes, leader);
             let (count, elapsed, histogram) =
-                runtime.block_on(propose_for(&clients, proposers, options.run))?;
+                runtime.block_on(propose_for(&client, proposers, options.run))?;
             let after = Counters::read(&nodes, leader);
             let seconds = elapsed.as_secs_f64();
             let batches = after.batches - before.batches;
@@ -400,30 +408,39 @@ async fn find_leader(nodes: &[Server]) -> Result<usize, String> {
     Err("no leader in 10 s".into())
 }
 
-/// Connections to the leader for `proposers` proposers.
-async fn connect(leader: &str, proposers: usize) -> Result<Vec<RaftClient>, String> {
-    let count = proposers
-        .div_ceil(PROPOSERS_PER_CONNECTION)
-        .clamp(1, CONNECTIONS_MAX);
-    let mut clients = Vec::with_capacity(count);
+/// Latencies (ns) of `count` sequential status calls to `address`: the floor under a
+/// proposal's latency that the client, gRPC and loopback set.
+async fn status_round_trips(address: &str, count: usize) -> Result<Histogram<u64>, String> {
+    let client = RaftClient::connect(address.to_string())
+        .await
+        .map_err(|error| format!("connecting to the leader: {error}"))?;
+    let mut histogram = new_histogram();
     for _ in 0..count {
-        let config = ClientConfig {
-            request_timeout_ms: 30_000,
-            ..ClientConfig::default()
-        };
-        clients.push(
-            RaftClient::connect_with(leader.to_string(), config)
-                .await
-                .map_err(|error| format!("connecting to the leader: {error}"))?,
-        );
+        let sent = Instant::now();
+        client
+            .status(DEFAULT_GROUP)
+            .await
+            .map_err(|error| format!("a status call failed: {error}"))?;
+        histogram.saturating_record(sent.elapsed().as_nanos() as u64);
     }
-    Ok(clients)
+    Ok(histogram)
+}
+
+/// The client every proposer shares.
+async fn connect(leader: &str) -> Result<RaftClient, String> {
+    let config = ClientConfig {
+        request_timeout_ms: 30_000,
+        ..ClientConfig::default()
+    };
+    RaftClient::connect_with(leader.to_string(), config)
+        .await
+        .map_err(|error| format!("connecting to the leader: {error}"))
 }
 
 /// Runs `proposers` proposers for `duration`; answers how many proposals applied, in
 /// how long (from the start to the last response), and their latencies (ns).
 async fn propose_for(
-    clients: &[RaftClient],
+    client: &RaftClient,
     proposers: usize,
     duration: Duration,
 ) -> Result<(u64, Duration, Histogram<u64>), String> {
@@ -431,7 +448,7 @@ async fn propose_for(
     let deadline = start + duration;
     let tasks: Vec<_> = (0..proposers)
         .map(|proposer| {
-            let client = clients[proposer % clients.len()].clone();
+            let client = client.clone();
             // Each proposer overwrites its own key: the map stays small.
             let command = Command::Put {
                 key: format!("proposer-{proposer}"),
@@ -615,10 +632,15 @@ fn analysis(rows: &[Row], raw_fsync: Duration) {
         let (commit, _, _) = row.spread(|run| run.commit_mean.as_secs_f64());
         let (cpu, _, _) = row.spread(|run| run.cpu_cores.0 + run.cpu_cores.1 + run.cpu_cores.2);
         let (others, _, _) = row.spread(|run| run.cpu_cores.3);
+        let (per_proposal, per_min, per_max) = row.spread(|run| {
+            let (leader, followers, client, _) = run.cpu_cores;
+            (leader + followers + client) / run.proposals_per_second * 1e6
+        });
         println!(
             "  {:>3} proposers: leader {:.2} fsyncs per proposal ({:.1} proposals per fsync, \
              {:.0} us each, raw disk {:.0} us); p50 {:.0} us = {:.1} leader fsyncs; \
-             proposal->commit {:.0} us, commit->response {:.0} us; CPU: ours {:.2} + other processes {:.2} of {cores} cores",
+             proposal->commit {:.0} us, commit->response {:.0} us; CPU: ours {:.2} + other processes {:.2} of {cores} cores, \
+             {:.0} us ({:.0}-{:.0}) of CPU per proposal (all 4 processes)",
             row.proposers,
             batches / rate,
             rate / batches,
@@ -629,7 +651,10 @@ fn analysis(rows: &[Row], raw_fsync: Duration) {
             commit * 1e6,
             (p50 - commit).max(0.0) * 1e6,
             cpu,
-            others
+            others,
+            per_proposal,
+            per_min,
+            per_max
         );
     }
 }
