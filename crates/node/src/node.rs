@@ -1075,7 +1075,7 @@ impl NodeHandle {
     // ---------------------------------------------------------------------------------
     // Shutdown.
 
-    /// Stops the node gracefully: the raft loop finishes the write in flight and
+    /// Stops the node gracefully: the raft loop finishes its turn (and its write) and
     /// fails what is still queued, apply tasks finish what they were handed, the
     /// servers stop after their in-flight requests, and the log is closed (its lock
     /// released). Idempotent.

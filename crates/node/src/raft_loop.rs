@@ -1,15 +1,15 @@
 //! The raft loop: one per node, on its own thread, owning every group's `RawNode`.
 //!
-//! A turn: wait for an input (a request, a peer message, a tick, the end of the
-//! write in flight, a snapshot from an apply task), drain every other input already
-//! queued (up to `turn_inputs_max` of each), propose each group's queued proposals as
-//! one `propose_batch` and its queued reads as one `read_index`, then — if no write is
-//! in flight — take the `Ready` of every group touched, send its `messages` at once,
-//! and put every durable part into one `WriteBatch`, submitted to the log while the
-//! loop goes back to taking inputs. When the batch is durable the loop sends the
-//! `persisted_messages`, hands committed entries, snapshots and confirmed reads to the
-//! apply tasks, and calls `advance` on each group in the batch (crates/raft/README.md,
-//! steps 3 to 6). Outgoing messages are collected per peer and sent once per turn.
+//! A turn: wait for an input (a request, a peer message, a tick, a stored snapshot,
+//! a snapshot from an apply task), drain every other input already queued (up to
+//! `turn_inputs_max` of each), propose each group's queued proposals as one
+//! `propose_batch` and its queued reads as one `read_index`, then take the `Ready` of
+//! every group touched, send its `messages` at once, and write every durable part as
+//! one `WriteBatch`, waiting for it on this thread. Once the batch is durable the loop
+//! sends the `persisted_messages`, hands committed entries, snapshots and confirmed
+//! reads to the apply tasks, and calls `advance` on each group in the batch
+//! (crates/raft/README.md, steps 3 to 6). Outgoing messages are collected per peer
+//! and sent once per turn.
 //!
 //! The loop runs on a thread of its own (a current-thread tokio runtime) so nothing
 //! else in the process — state machines, gRPC handlers, user tasks — can delay
@@ -191,16 +191,8 @@ struct Group {
     unsynced_hard_state: Option<HardState>,
 }
 
-/// A write batch on its way to disk.
-struct InFlight {
-    done: JoinHandle<Result<(), String>>,
-    groups: Vec<GroupId>,
-    submitted_at: Instant,
-}
-
 /// Why the loop woke.
 enum Event {
-    Durable(Result<Result<(), String>, tokio::task::JoinError>),
     Request(Option<Request>),
     Inbound(Option<Inbound>),
     Apply(Option<ApplyEvent>),
@@ -248,9 +240,6 @@ pub(crate) struct RaftLoop {
     peers: HashMap<NodeId, String>,
     dirty: Vec<GroupId>,
     queued: Vec<GroupId>,
-    in_flight: Option<InFlight>,
-    /// Requests that wait for the write in flight to finish (unloading a group in it).
-    deferred: Vec<Request>,
     next_read_context: u64,
     ticks: u64,
     read_timeout_ticks: u64,
@@ -291,8 +280,6 @@ impl RaftLoop {
             peers: HashMap::new(),
             dirty: Vec::new(),
             queued: Vec::new(),
-            in_flight: None,
-            deferred: Vec::new(),
             next_read_context: 1,
             ticks: 0,
             read_timeout_ticks,
@@ -321,7 +308,6 @@ impl RaftLoop {
         loop {
             let event = tokio::select! {
                 biased;
-                done = wait_in_flight(&mut self.in_flight) => Event::Durable(done),
                 stored = self.stored.recv() => match stored {
                     Some((group, index, result)) => Event::SnapshotStored { group, index, result },
                     None => continue,
@@ -333,10 +319,6 @@ impl RaftLoop {
             };
             self.metrics.turns.fetch_add(1, Ordering::Relaxed);
             match event {
-                Event::Durable(result) => {
-                    let result = result.unwrap_or_else(|error| Err(error.to_string()));
-                    self.finish_batch(result);
-                }
                 Event::Request(Some(request)) => self.handle_request(request),
                 Event::Request(None) => self.shutting_down = true,
                 Event::Inbound(Some(inbound)) => self.step(inbound),
@@ -366,12 +348,9 @@ impl RaftLoop {
                 }
             }
             self.flush_queued();
-            if self.in_flight.is_none() {
-                self.start_batch();
-            }
+            self.run_ready();
             self.flush_outbox();
-            let settled = self.in_flight.is_none() && self.storing_snapshots == 0;
-            if self.fatal.is_some() || (self.shutting_down && settled) {
+            if self.fatal.is_some() || (self.shutting_down && self.storing_snapshots == 0) {
                 break;
             }
         }
@@ -384,9 +363,6 @@ impl RaftLoop {
             None => "node shutting down".to_string(),
         };
         while let Ok(request) = self.requests.try_recv() {
-            fail_request(request, ApiError::Unavailable(reason.clone()));
-        }
-        for request in std::mem::take(&mut self.deferred) {
             fail_request(request, ApiError::Unavailable(reason.clone()));
         }
         let ids: Vec<GroupId> = self.groups.keys().copied().collect();
@@ -648,15 +624,7 @@ impl RaftLoop {
                 let _ = reply.send(self.load(*loaded));
             }
             Request::Unload { group, reply } => {
-                let in_flight = self
-                    .groups
-                    .get(&group)
-                    .is_some_and(|state| state.held.is_some());
-                if in_flight {
-                    self.deferred.push(Request::Unload { group, reply });
-                } else {
-                    let _ = reply.send(self.unload(group).map(Some));
-                }
+                let _ = reply.send(self.unload(group).map(Some));
             }
             Request::Shutdown => self.shutting_down = true,
         }
@@ -996,7 +964,7 @@ impl RaftLoop {
 
     /// Takes the Ready of every group touched, sends its messages, and persists the
     /// durable parts in one batch (or, in memory, at once).
-    fn start_batch(&mut self) {
+    fn run_ready(&mut self) {
         let mut batch = WriteBatch::new();
         // Groups whose Ready waits for the batch, and those with nothing durable.
         let mut members = Vec::new();
@@ -1125,20 +1093,8 @@ impl RaftLoop {
         for id in settled {
             self.finish_id(id);
         }
-        match (&self.log, batch.is_empty()) {
-            (Some(log), false) => match log.submit(batch) {
-                Ok(durable) => {
-                    let done = self
-                        .runtime
-                        .spawn_blocking(move || durable.wait().map_err(|error| error.to_string()));
-                    self.in_flight = Some(InFlight {
-                        done,
-                        groups: members,
-                        submitted_at: Instant::now(),
-                    });
-                }
-                Err(error) => self.fail(format!("submitting a write batch: {error}")),
-            },
+        let log = match (&self.log, batch.is_empty()) {
+            (Some(log), false) => log.clone(),
             _ => {
                 // Persisted in memory, at once.
                 if !members.is_empty() {
@@ -1149,29 +1105,25 @@ impl RaftLoop {
                 for id in members {
                     self.finish_id(id);
                 }
+                return;
             }
-        }
-    }
-
-    fn finish_batch(&mut self, result: Result<(), String>) {
-        let Some(in_flight) = self.in_flight.take() else {
-            return;
         };
-        if let Err(reason) = result {
-            self.fail(format!("making a write batch durable: {reason}"));
+        // Messages that need not wait for this write go first, so followers write
+        // in parallel with us. Then the loop waits for the write: nothing more
+        // could be handed out until it is durable anyway, and waiting here saves two
+        // thread hand-offs per write on the commit path.
+        self.flush_outbox();
+        let submitted_at = Instant::now();
+        if let Err(error) = log.write(batch) {
+            self.fail(format!("making a write batch durable: {error}"));
             return;
         }
-        self.metrics
-            .fsync_latency
-            .observe(in_flight.submitted_at.elapsed());
+        self.metrics.fsync_latency.observe(submitted_at.elapsed());
         self.metrics
             .batches_persisted
             .fetch_add(1, Ordering::Relaxed);
-        for id in in_flight.groups {
+        for id in members {
             self.finish_id(id);
-        }
-        for request in std::mem::take(&mut self.deferred) {
-            self.handle_request(request);
         }
     }
 
@@ -1503,15 +1455,6 @@ fn with_address(error: ApiError, addresses: &Addresses) -> ApiError {
             address: addresses.get(&leader).cloned(),
         },
         other => other,
-    }
-}
-
-async fn wait_in_flight(
-    in_flight: &mut Option<InFlight>,
-) -> Result<Result<(), String>, tokio::task::JoinError> {
-    match in_flight {
-        Some(in_flight) => (&mut in_flight.done).await,
-        None => std::future::pending().await,
     }
 }
 

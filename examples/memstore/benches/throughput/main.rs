@@ -5,7 +5,11 @@
 //! 256 B value outstanding: propose, wait for the applied response, propose the next.
 //! The proposers are N tasks sharing one client (one connection), as the tasks of
 //! one application would; the client carries whatever proposals are outstanding
-//! together in `ProposeBatch` calls.
+//! together in `ProposeBatch` calls. The client runs on a current-thread runtime:
+//! on 2 cores shared with three nodes, a multi-thread client's cross-thread
+//! wake-ups cost the proposers more latency than its second thread gives (256
+//! proposers: about 45k/s with p50 5.6 ms on two worker threads against 60k/s and
+//! p50 3.9 ms on one, in back-to-back runs); it uses about 0.2 of a core.
 //!
 //! `cargo bench -p concord-memstore` measures 1, 64 and 256 proposers, each row
 //! `MEMSTORE_BENCH_REPEATS` times (default 3; the table shows the median and the
@@ -304,7 +308,7 @@ fn bench(options: &Options) -> Result<(), String> {
             &["--join", &first],
         ));
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|error| format!("a runtime: {error}"))?;
