@@ -23,7 +23,7 @@ use std::future::Future;
 use std::hash::BuildHasher;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use concord_proto::transport::peer_transport_client::PeerTransportClient;
 use concord_proto::transport::peer_transport_server::{PeerTransport, PeerTransportServer};
@@ -48,6 +48,8 @@ use super::{
 /// when the sender is slow to read them, newer ones are dropped (they are cumulative)
 /// rather than stalling the receive loop.
 const ACKS_QUEUED_MAX: usize = 4;
+/// Longest a receiver goes without acking a busy stream (see `receive_stream`).
+const ACK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Batches handed to the gRPC stream and not yet written. One: the next batch is
 /// built while the previous one is being written.
@@ -558,6 +560,8 @@ async fn receive_stream(
     let remote = remote.map_or_else(|| "unknown".to_string(), |address| address.to_string());
     let mut closing = inner.closing.subscribe();
     let mut totals = StreamAck::default();
+    let mut last_ack: Option<Instant> = None;
+    let mut acked_losses = (0, 0);
     let mut peer: Option<NodeId> = None;
     loop {
         let next = tokio::select! {
@@ -625,7 +629,15 @@ async fn receive_stream(
             }
         }
         // Cumulative, so a dropped ack loses nothing the next one does not carry.
-        let _ = acks.try_send(Ok(totals));
+        // Sent after the first batch (the sender knows the stream works), whenever
+        // something was refused or dropped, and otherwise at most once per
+        // ACK_INTERVAL: an ack per batch would double the wake-ups on both ends.
+        let news = (totals.messages_refused, totals.messages_dropped) != acked_losses;
+        if last_ack.is_none_or(|at| news || at.elapsed() >= ACK_INTERVAL) {
+            let _ = acks.try_send(Ok(totals));
+            last_ack = Some(Instant::now());
+            acked_losses = (totals.messages_refused, totals.messages_dropped);
+        }
     }
     if totals.messages_refused > 0 {
         tracing::warn!(%remote, ?peer, refused = totals.messages_refused, "peer stream ended with refused messages");

@@ -185,3 +185,66 @@ async fn malformed_messages_are_refused_one_by_one() {
     assert_still_serving(&mut receiver).await;
     receiver.shutdown().await;
 }
+
+/// The receiver acks a busy stream sparingly: once after its first batch, and again
+/// as soon as a message is refused, not after every batch.
+#[tokio::test]
+async fn acks_come_after_the_first_batch_and_after_refusals() {
+    let mut receiver = Endpoint::start(2, config()).await;
+    let good = |tag| proto::GroupMessage {
+        group: 1,
+        message: Some(message_to_proto(heartbeat(1, 2, tag))),
+    };
+    let (batches, queued) = tokio::sync::mpsc::channel(64);
+    let mut client = within(
+        "connect",
+        PeerTransportClient::connect(format!("http://{}", receiver.address)),
+    )
+    .await
+    .unwrap();
+    let response = within(
+        "stream",
+        client.stream(tokio_stream::wrappers::ReceiverStream::new(queued)),
+    )
+    .await
+    .unwrap();
+    let mut acks = response.into_inner();
+    for tag in 1..=20 {
+        batches
+            .send(MessageBatch {
+                from_node: 1,
+                messages: vec![good(tag)],
+            })
+            .await
+            .unwrap();
+        assert_eq!(receiver.next().await.message.commit, tag);
+    }
+    let first = within("first ack", acks.message()).await.unwrap().unwrap();
+    assert_eq!(first.batches_received, 1);
+    let quiet = tokio::time::timeout(Duration::from_millis(300), acks.message()).await;
+    assert!(quiet.is_err(), "no ack per batch: {quiet:?}");
+
+    let mut refused = good(21);
+    refused.message.as_mut().unwrap().to = 3;
+    batches
+        .send(MessageBatch {
+            from_node: 1,
+            messages: vec![refused],
+        })
+        .await
+        .unwrap();
+    let ack = within("ack after a refusal", acks.message())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (
+            ack.batches_received,
+            ack.messages_accepted,
+            ack.messages_refused
+        ),
+        (21, 20, 1)
+    );
+    drop(batches);
+    receiver.shutdown().await;
+}
