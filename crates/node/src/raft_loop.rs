@@ -253,6 +253,9 @@ pub(crate) struct RaftLoop {
     /// Set when storage failed: the node stops.
     fatal: Option<String>,
     warned_unknown_groups: HashSet<GroupId>,
+    /// A node was removed from a group (or a group unloaded): drop transport peers no
+    /// hosted group has as a member.
+    prune_peers: bool,
 }
 
 impl RaftLoop {
@@ -289,6 +292,7 @@ impl RaftLoop {
             inbox_open: true,
             fatal: None,
             warned_unknown_groups: HashSet::new(),
+            prune_peers: false,
         };
         for loaded in start.groups {
             let group = loaded.group;
@@ -350,6 +354,9 @@ impl RaftLoop {
             self.flush_queued();
             self.run_ready();
             self.flush_outbox();
+            if std::mem::take(&mut self.prune_peers) {
+                self.prune_peers();
+            }
             if self.fatal.is_some() || (self.shutting_down && self.storing_snapshots == 0) {
                 break;
             }
@@ -479,6 +486,7 @@ impl RaftLoop {
             .ok_or(ApiError::GroupNotFound { group: id })?;
         crate::lock(&self.registry).remove(&id);
         self.metrics.remove_group(id);
+        self.prune_peers = true;
         let drained = self.drain_group(&mut group);
         fail_group_requests(&mut group, "group unloaded");
         drained?;
@@ -1264,6 +1272,18 @@ impl RaftLoop {
                                 joint = conf_state.is_joint(),
                                 "membership changed"
                             );
+                            // A node removed for good (ids are never reused) needs no
+                            // link. Only removals prune: a node catching up through
+                            // an old snapshot has not yet seen later members join.
+                            let kept = conf_state.all_nodes();
+                            if group
+                                .conf_state
+                                .all_nodes()
+                                .iter()
+                                .any(|node| !kept.contains(node))
+                            {
+                                self.prune_peers = true;
+                            }
                             group.conf_state = conf_state.clone();
                             ops.push(ApplyOp::Membership { conf_state });
                         }
@@ -1306,6 +1326,26 @@ impl RaftLoop {
             let _ = waiter.reply.send(Err(ApiError::ProposalDropped));
         }
         None
+    }
+
+    /// Stops talking to nodes that are members of no group hosted here (removed, or
+    /// replaced): their streams would otherwise reconnect forever.
+    fn prune_peers(&mut self) {
+        let members: HashSet<NodeId> = self
+            .groups
+            .values()
+            .flat_map(|group| group.conf_state.all_nodes())
+            .collect();
+        let node_id = self.node_id;
+        let transport = &self.transport;
+        self.peers.retain(|&node, address| {
+            if members.contains(&node) {
+                return true;
+            }
+            tracing::info!(node = node_id, peer = node, %address, "member of no hosted group: dropping its peer link");
+            transport.remove_peer(node);
+            false
+        });
     }
 
     fn flush_outbox(&mut self) {

@@ -90,6 +90,14 @@ async fn bootstrap_one_join_two_remove_one_replace_one() {
                 assert_eq!(cluster.value_on(id, GROUP, key).await, value);
             }
         }
+        // The remaining members dropped their links to the stopped, removed nodes:
+        // nothing keeps trying to reach them (reconnects back off to 200 ms here).
+        let failures = |cluster: &TestCluster| {
+            [1, 4].map(|id| cluster.transport_metrics[&id].snapshot().connect_failures)
+        };
+        let before = failures(&cluster);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(failures(&cluster), before, "still dialing removed nodes");
         cluster.shutdown().await;
     })
     .await;

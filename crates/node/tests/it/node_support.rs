@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use concord_node::transport::faults::{Faults, FaultyTransport};
 use concord_node::transport::memory::MemoryNetwork;
-use concord_node::transport::Transport;
+use concord_node::transport::{Transport, TransportMetrics};
 use concord_node::{
     ApiError, GroupId, Node, NodeConfig, NodeHandle, StateMachine, StateMachineError,
 };
@@ -132,6 +132,8 @@ pub struct TestCluster {
     pub nodes: BTreeMap<NodeId, NodeHandle>,
     /// Where each node listened last (restarts reuse it).
     pub addresses: HashMap<NodeId, String>,
+    /// Each node's transport counters (gRPC network), from its last start.
+    pub transport_metrics: HashMap<NodeId, Arc<TransportMetrics>>,
     /// Changes every node's config before it starts.
     pub tweak: Arc<dyn Fn(&mut NodeConfig) + Send + Sync>,
 }
@@ -147,6 +149,7 @@ impl TestCluster {
             dirs: HashMap::new(),
             nodes: BTreeMap::new(),
             addresses: HashMap::new(),
+            transport_metrics: HashMap::new(),
             tweak: Arc::new(|_| {}),
         }
     }
@@ -175,7 +178,9 @@ impl TestCluster {
             }
         }
         (self.tweak)(&mut config);
-        let mut builder = Node::builder(config, kv_factory());
+        let transport_metrics = Arc::new(TransportMetrics::default());
+        self.transport_metrics.insert(id, transport_metrics.clone());
+        let mut builder = Node::builder(config, kv_factory()).transport_metrics(transport_metrics);
         if self.memory_storage {
             builder = builder.memory_storage();
         }
