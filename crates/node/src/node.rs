@@ -222,12 +222,17 @@ impl NodeBuilder {
         let (inbox_sender, inbox_receiver) = inbox(&transport_config);
         let transport: Arc<dyn Transport> = match self.transport {
             Some(make) => make(inbox_sender.clone()),
-            None => Arc::new(GrpcTransport::new(
-                node_id,
-                transport_config.clone(),
-                transport_metrics.clone(),
-            )),
+            None => {
+                let transport = GrpcTransport::new(
+                    node_id,
+                    transport_config.clone(),
+                    transport_metrics.clone(),
+                );
+                transport.advertise(address.clone());
+                Arc::new(transport)
+            }
         };
+        let (peer_addresses, peer_addresses_receiver) = mpsc::unbounded_channel();
 
         // Every group in the log, restored from its latest snapshot.
         let groups = match &storage {
@@ -274,6 +279,7 @@ impl NodeBuilder {
             runtime: runtime.clone(),
             groups,
             seed,
+            peer_addresses: peer_addresses_receiver,
         };
         // Built here, so every group in the log is registered before `start` returns.
         let raft_loop = RaftLoop::new(start);
@@ -320,7 +326,8 @@ impl NodeBuilder {
         };
         if let Some(listener) = listener {
             let server =
-                TransportServer::new(node_id, transport_config, inbox_sender, transport_metrics);
+                TransportServer::new(node_id, transport_config, inbox_sender, transport_metrics)
+                    .report_peer_addresses(peer_addresses);
             let api = RaftService::from_arc(Arc::new(handle.clone()))
                 .request_bytes_max(config.request_bytes_max as usize)
                 .propose_batch_max(config.propose_batch_max as usize);

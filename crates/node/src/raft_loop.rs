@@ -196,6 +196,7 @@ enum Event {
     Request(Option<Request>),
     Inbound(Option<Inbound>),
     Apply(Option<ApplyEvent>),
+    PeerAddress(NodeId, String),
     SnapshotStored {
         group: GroupId,
         index: Index,
@@ -217,6 +218,8 @@ pub(crate) struct LoopStart {
     pub runtime: tokio::runtime::Handle,
     pub groups: Vec<LoadedGroup>,
     pub seed: u64,
+    /// Addresses peers say their servers listen at (from the transport).
+    pub peer_addresses: mpsc::UnboundedReceiver<(NodeId, String)>,
 }
 
 pub(crate) struct RaftLoop {
@@ -228,6 +231,7 @@ pub(crate) struct RaftLoop {
     apply_events: mpsc::UnboundedReceiver<ApplyEvent>,
     apply_events_sender: mpsc::UnboundedSender<ApplyEvent>,
     stored: mpsc::UnboundedReceiver<(GroupId, Index, Result<(), String>)>,
+    peer_addresses: mpsc::UnboundedReceiver<(NodeId, String)>,
     stored_sender: mpsc::UnboundedSender<(GroupId, Index, Result<(), String>)>,
     transport: Arc<dyn Transport>,
     log: Option<Log>,
@@ -287,6 +291,7 @@ impl RaftLoop {
             ticks: 0,
             read_timeout_ticks,
             seed: start.seed,
+            peer_addresses: start.peer_addresses,
             storing_snapshots: 0,
             shutting_down: false,
             inbox_open: true,
@@ -317,6 +322,7 @@ impl RaftLoop {
                     None => continue,
                 },
                 request = self.requests.recv(), if !self.shutting_down => Event::Request(request),
+                Some((node, address)) = self.peer_addresses.recv() => Event::PeerAddress(node, address),
                 inbound = self.inbox.recv(), if self.inbox_open => Event::Inbound(inbound),
                 event = self.apply_events.recv() => Event::Apply(event),
                 _ = ticker.tick() => Event::Tick,
@@ -335,6 +341,7 @@ impl RaftLoop {
                     index,
                     result,
                 } => self.snapshot_stored(group, index, result),
+                Event::PeerAddress(node, address) => self.peer_address(node, address),
                 Event::Tick => self.tick(),
             }
             if !self.shutting_down {
@@ -1326,6 +1333,53 @@ impl RaftLoop {
             let _ = waiter.reply.send(Err(ApiError::ProposalDropped));
         }
         None
+    }
+
+    /// A member says its server listens at `address` (a stream from it started): a
+    /// node restarted at a new address. The link follows at once; each group this
+    /// node leads records the address in its log, so every member (and every later
+    /// snapshot) learns it.
+    fn peer_address(&mut self, node: NodeId, address: String) {
+        if node == self.node_id || address.is_empty() || address.len() > framing::ADDRESS_BYTES_MAX
+        {
+            return;
+        }
+        let member = |group: &Group| group.conf_state.all_nodes().contains(&node);
+        if !self.groups.values().any(member) {
+            return;
+        }
+        if self.peers.get(&node) != Some(&address) {
+            tracing::info!(
+                node = self.node_id,
+                peer = node,
+                old = self.peers.get(&node).map_or("", String::as_str),
+                new = %address,
+                "peer listens at a new address"
+            );
+            learn_peer(
+                &mut self.peers,
+                &*self.transport,
+                self.node_id,
+                node,
+                &address,
+            );
+        }
+        let mut proposed = Vec::new();
+        for group in self.groups.values_mut() {
+            if group.raw.role() == Role::Leader
+                && member(group)
+                && group.addresses.get(&node) != Some(&address)
+                && group
+                    .raw
+                    .propose(framing::encode_address(node, &address))
+                    .is_ok()
+            {
+                proposed.push(group.id);
+            }
+        }
+        for id in proposed {
+            self.mark_dirty(id);
+        }
     }
 
     /// Stops talking to nodes that are members of no group hosted here (removed, or

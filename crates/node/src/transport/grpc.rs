@@ -67,6 +67,8 @@ pub struct GrpcTransport {
 
 struct SenderInner {
     node_id: NodeId,
+    /// Our server's address, told to each peer at the start of every stream.
+    advertised: Mutex<String>,
     config: TransportConfig,
     metrics: Arc<TransportMetrics>,
     runtime: tokio::runtime::Handle,
@@ -99,6 +101,7 @@ impl GrpcTransport {
         GrpcTransport {
             inner: Arc::new(SenderInner {
                 node_id,
+                advertised: Mutex::new(String::new()),
                 config,
                 metrics,
                 runtime: tokio::runtime::Handle::current(),
@@ -110,6 +113,12 @@ impl GrpcTransport {
     /// The counters this transport adds to.
     pub fn metrics(&self) -> &Arc<TransportMetrics> {
         &self.inner.metrics
+    }
+
+    /// Tells every peer, at the start of each stream, that our server listens at
+    /// `address` (streams opened from now on).
+    pub fn advertise(&self, address: impl Into<String>) {
+        *crate::lock(&self.inner.advertised) = address.into();
     }
 
     /// The peers this transport knows, with their addresses, sorted by id.
@@ -173,6 +182,7 @@ impl Transport for GrpcTransport {
         let (queue, receiver) = mpsc::channel(self.inner.config.peer_queue_messages_max);
         let task = self.inner.runtime.spawn(run_peer(PeerLink {
             node_id: self.inner.node_id,
+            advertised: crate::lock(&self.inner.advertised).clone(),
             peer_id: id,
             address: address.clone(),
             config: self.inner.config.clone(),
@@ -201,6 +211,7 @@ impl Transport for GrpcTransport {
 /// Everything a peer task owns.
 struct PeerLink {
     node_id: NodeId,
+    advertised: String,
     peer_id: NodeId,
     address: String,
     config: TransportConfig,
@@ -294,6 +305,7 @@ async fn pump(
     backoff: &mut Backoff,
 ) -> StreamEnd {
     let mut refused_seen = 0;
+    let mut stream_start = true;
     loop {
         tokio::select! {
             ack = acks.next() => match ack {
@@ -316,10 +328,13 @@ async fn pump(
                 let Some(first) = first else {
                     return StreamEnd::PeerRemoved;
                 };
-                let batch = take_batch(link, first);
+                let mut batch = take_batch(link, first);
                 let messages = batch.messages.len() as u64;
                 if messages == 0 {
                     continue;
+                }
+                if std::mem::take(&mut stream_start) {
+                    batch.from_address = link.advertised.clone();
                 }
                 if batches.send(batch).await.is_err() {
                     count(&link.metrics.dropped_stream_broken, messages);
@@ -339,6 +354,7 @@ fn take_batch(link: &mut PeerLink, first: GroupMessage) -> MessageBatch {
     let mut batch = MessageBatch {
         from_node: link.node_id,
         messages: Vec::new(),
+        from_address: String::new(),
     };
     let mut batch_bytes: u64 = 0;
     let mut next = Some(first);
@@ -431,6 +447,8 @@ struct ReceiverInner {
     node_id: NodeId,
     config: TransportConfig,
     inbox: mpsc::Sender<Inbound>,
+    /// Where to report the address a peer says it listens at.
+    peer_addresses: Option<mpsc::UnboundedSender<(NodeId, String)>>,
     metrics: Arc<TransportMetrics>,
     /// Set once: every stream ends and new ones are refused.
     closing: watch::Sender<bool>,
@@ -449,10 +467,23 @@ impl TransportServer {
                 node_id,
                 config,
                 inbox,
+                peer_addresses: None,
                 metrics,
                 closing: watch::Sender::new(false),
             }),
         }
+    }
+
+    /// Reports `(peer, address)` to `sender` whenever a stream starts with the
+    /// address its sender's server listens at. Call before serving.
+    pub fn report_peer_addresses(
+        mut self,
+        sender: mpsc::UnboundedSender<(NodeId, String)>,
+    ) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.peer_addresses = Some(sender);
+        }
+        self
     }
 
     /// The counters this server adds to.
@@ -600,6 +631,11 @@ async fn receive_stream(
             break;
         }
         let from = batch.from_node;
+        if peer.is_none() && !batch.from_address.is_empty() {
+            if let Some(report) = &inner.peer_addresses {
+                let _ = report.send((from, batch.from_address.clone()));
+            }
+        }
         peer = Some(from);
         for group_message in batch.messages {
             match check_message(&inner, from, group_message) {
@@ -697,6 +733,7 @@ mod tests {
         let (sender, queue) = mpsc::channel(1000);
         let link = PeerLink {
             node_id: 1,
+            advertised: String::new(),
             peer_id: 2,
             address: "unused".into(),
             config,

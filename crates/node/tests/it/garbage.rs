@@ -125,6 +125,7 @@ async fn malformed_messages_are_refused_one_by_one() {
     };
     let batch = MessageBatch {
         from_node: 1,
+        from_address: String::new(),
         messages: vec![
             good(1),
             with(|message| message.kind = 99),
@@ -169,6 +170,7 @@ async fn malformed_messages_are_refused_one_by_one() {
     // from_node 0: the whole stream is refused.
     let anonymous = MessageBatch {
         from_node: 0,
+        from_address: String::new(),
         messages: vec![good(3)],
     };
     let response = within("stream", client.stream(tokio_stream::iter(vec![anonymous])))
@@ -213,6 +215,7 @@ async fn acks_come_after_the_first_batch_and_after_refusals() {
         batches
             .send(MessageBatch {
                 from_node: 1,
+                from_address: String::new(),
                 messages: vec![good(tag)],
             })
             .await
@@ -229,6 +232,7 @@ async fn acks_come_after_the_first_batch_and_after_refusals() {
     batches
         .send(MessageBatch {
             from_node: 1,
+            from_address: String::new(),
             messages: vec![refused],
         })
         .await

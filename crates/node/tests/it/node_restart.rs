@@ -87,3 +87,44 @@ async fn a_data_directory_in_use_is_refused() {
     })
     .await;
 }
+
+/// A member restarted from its data directory at a new address (another port) is
+/// found again: its first stream to each peer tells them where it listens, the leader
+/// records the address in the log, and the node catches up on what it missed and
+/// serves again — its address in the membership is the new one everywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_restarted_at_a_new_address_is_found_again() {
+    bounded(async {
+        let mut cluster = TestCluster::new(Network::Grpc);
+        cluster.start_group(&[1, 2, 3], &[GROUP]).await;
+        cluster.put(GROUP, "before", "1", BOUND).await;
+        let leader = cluster.leader(GROUP, BOUND).await;
+        let moved = [1, 2, 3].into_iter().find(|&id| id != leader).unwrap();
+        cluster.stop(moved).await;
+        let old_address = cluster.addresses.remove(&moved).unwrap();
+        let index = cluster.put(GROUP, "during", "2", BOUND).await;
+
+        let node = cluster.start(moved).await;
+        let new_address = cluster.address(moved);
+        assert_ne!(
+            new_address, old_address,
+            "the node should listen elsewhere now"
+        );
+        cluster.applied_everywhere(GROUP, index, BOUND).await;
+        assert_eq!(cluster.value_on(moved, GROUP, "during").await, "2");
+        let index = cluster.put(GROUP, "after", "3", BOUND).await;
+        cluster.applied_everywhere(GROUP, index, BOUND).await;
+        for id in [1, 2, 3] {
+            let members = cluster.node(id).status(GROUP).await.unwrap().members;
+            let address = &members
+                .iter()
+                .find(|member| member.id == moved)
+                .unwrap()
+                .address;
+            assert_eq!(address, &new_address, "node {id}'s view of node {moved}");
+        }
+        drop(node);
+        cluster.shutdown().await;
+    })
+    .await;
+}
