@@ -421,6 +421,16 @@ async fn errors_reach_the_client_intact() {
     node.server.stop().await;
 }
 
+/// Proposes `data` to `group` on a task of its own.
+fn spawn_propose(
+    client: &RaftClient,
+    group: u64,
+    data: &'static [u8],
+) -> tokio::task::JoinHandle<Result<ProposeResponse, ApiError>> {
+    let client = client.clone();
+    tokio::spawn(async move { client.propose(group, Bytes::from_static(data)).await })
+}
+
 /// Concurrent proposals through one client travel together: while a `ProposeBatch`
 /// call is out (its one slot taken), the others queue and go in the next calls, at
 /// most `propose_batch_max` each; every proposal gets its own answer.
@@ -435,10 +445,7 @@ async fn concurrent_proposals_share_batch_calls() {
     let client = within("connect", RaftClient::connect_with(node.address(), config))
         .await
         .unwrap();
-    let slow = tokio::spawn({
-        let client = client.clone();
-        async move { client.propose(GROUP, Bytes::from_static(b"slow")).await }
-    });
+    let slow = spawn_propose(&client, GROUP, b"slow");
     tokio::time::sleep(SLOW_PROPOSAL / 3).await;
     let proposals: Vec<_> = (0..40u32)
         .map(|n| {
@@ -475,19 +482,10 @@ async fn a_batch_answers_each_proposal_on_its_own() {
     let client = within("connect", RaftClient::connect_with(node.address(), config))
         .await
         .unwrap();
-    let slow = tokio::spawn({
-        let client = client.clone();
-        async move { client.propose(GROUP, Bytes::from_static(b"slow")).await }
-    });
+    let slow = spawn_propose(&client, GROUP, b"slow");
     tokio::time::sleep(SLOW_PROPOSAL / 3).await;
-    let good = tokio::spawn({
-        let client = client.clone();
-        async move { client.propose(GROUP, Bytes::from_static(b"ok")).await }
-    });
-    let unknown = tokio::spawn({
-        let client = client.clone();
-        async move { client.propose(99, Bytes::from_static(b"lost")).await }
-    });
+    let good = spawn_propose(&client, GROUP, b"ok");
+    let unknown = spawn_propose(&client, 99, b"lost");
     within("slow", slow).await.unwrap().unwrap();
     let good = within("good", good).await.unwrap().unwrap();
     assert_eq!(good.response, Bytes::from_static(b"ko"));
