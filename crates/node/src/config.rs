@@ -140,6 +140,9 @@ pub struct NodeConfig {
     pub segment_bytes_max: u64,
     /// Recent entries cached in memory per group, in bytes.
     pub entry_cache_bytes_max: u64,
+    /// Zeros written ahead of the log's end, in bytes per step (0: none), so a
+    /// write's fdatasync need not also commit a new file length.
+    pub preallocate_bytes: u64,
 }
 
 impl Default for NodeConfig {
@@ -182,6 +185,7 @@ impl Default for NodeConfig {
             keepalive_interval_ms: transport.keepalive_interval_ms,
             keepalive_timeout_ms: transport.keepalive_timeout_ms,
             segment_bytes_max: 64 << 20,
+            preallocate_bytes: 1 << 20,
             entry_cache_bytes_max: 4 << 20,
         }
     }
@@ -422,6 +426,7 @@ impl NodeConfig {
             self.entry_cache_bytes_max,
             0..=64 * GIB,
         )?;
+        in_range("preallocate_bytes", self.preallocate_bytes, 0..=GIB)?;
         self.transport_config()
             .validate()
             .map_err(|message| ConfigError::Invalid {
@@ -472,6 +477,7 @@ impl NodeConfig {
         concord_storage::LogConfig {
             segment_bytes_max: self.segment_bytes_max,
             entry_cache_bytes_max: self.entry_cache_bytes_max,
+            preallocate_bytes: self.preallocate_bytes,
             ..concord_storage::LogConfig::default()
         }
     }

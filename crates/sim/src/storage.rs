@@ -33,6 +33,8 @@ pub fn sim_log_config() -> LogConfig {
     LogConfig {
         segment_bytes_max: 64 << 10,
         entry_cache_bytes_max: 4 << 10,
+        // Several preallocation steps per segment, so crashes land among them.
+        preallocate_bytes: 16 << 10,
         ..LogConfig::default()
     }
 }

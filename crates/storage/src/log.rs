@@ -69,6 +69,8 @@ struct Chunk {
     bytes: Vec<u8>,
     /// The segment file must be created first (it starts with this chunk).
     create: bool,
+    /// Zeros to write after the bytes, `[from, to)` (preallocation; set by `flush`).
+    zero_fill: Option<(u64, u64)>,
 }
 
 /// How far a group's durable records let segments go.
@@ -116,6 +118,9 @@ struct State {
     tail_segment: u64,
     /// Length the tail segment will have once everything pending is written.
     tail_bytes: u64,
+    /// How far this process wrote the tail segment's file, preallocated zeros
+    /// included (0 after opening or rolling).
+    tail_zeroed: u64,
     pending: Vec<Chunk>,
     pending_bytes: u64,
     pending_effects: Vec<Effect>,
@@ -399,6 +404,7 @@ impl Log {
             segments,
             tail_segment,
             tail_bytes: 0,
+            tail_zeroed: 0,
             pending: Vec::new(),
             pending_bytes: 0,
             pending_effects: Vec::new(),
@@ -821,6 +827,7 @@ impl Log {
                 offset: state.tail_bytes,
                 bytes: Vec::new(),
                 create: false,
+                zero_fill: None,
             });
         }
         let chunk = state.pending.last_mut().expect("tail chunk");
@@ -989,6 +996,12 @@ impl Log {
     /// its own. Returns that batch's sequence number.
     fn roll(&self, state: &mut State) -> u64 {
         let number = state.tail_segment + 1;
+        // A finished segment must end at its last record (recovery takes damage in
+        // any segment but the last for corruption). Zeros never go past
+        // segment_bytes_max and a segment is finished only once its records reach
+        // it, so none are left behind.
+        debug_assert!(state.tail_zeroed <= state.tail_bytes);
+        state.tail_zeroed = 0;
         let path = self.shared.dir.join(segment_file_name(number));
         state.segments.insert(
             number,
@@ -1031,6 +1044,7 @@ impl Log {
             offset: 0,
             bytes,
             create: true,
+            zero_fill: None,
         });
         sequence
     }
@@ -1068,10 +1082,29 @@ impl Log {
     ) -> (MutexGuard<'a, State>, Result<()>) {
         debug_assert!(!state.flushing);
         state.flushing = true;
-        let chunks = std::mem::take(&mut state.pending);
+        let mut chunks = std::mem::take(&mut state.pending);
         let effects = std::mem::take(&mut state.pending_effects);
         state.pending_bytes = 0;
         let end_sequence = state.next_sequence - 1;
+        let preallocate = self.shared.config.preallocate_bytes;
+        let segment_bytes_max = self.shared.config.segment_bytes_max;
+        for chunk in &mut chunks {
+            if preallocate == 0 || chunk.segment != state.tail_segment {
+                continue;
+            }
+            let end = chunk.offset + chunk.bytes.len() as u64;
+            if end <= state.tail_zeroed {
+                continue;
+            }
+            // Zeros up to `preallocate` past the end, not far past where the segment
+            // will be finished anyway.
+            let to = (end + preallocate).min(end.max(segment_bytes_max));
+            let from = end.max(state.tail_zeroed);
+            if to > from {
+                chunk.zero_fill = Some((from, to));
+            }
+            state.tail_zeroed = to.max(end);
+        }
         let targets: Vec<(PathBuf, Option<Arc<dyn File>>)> = chunks
             .iter()
             .map(|chunk| {
@@ -1189,6 +1222,9 @@ impl Log {
             };
             file.write_at(chunk.offset, &chunk.bytes)
                 .map_err(fatal("writing", &path))?;
+            if let Some((from, to)) = chunk.zero_fill {
+                write_zeros(&*file, from, to).map_err(fatal("preallocating", &path))?;
+            }
             if !unsynced.iter().any(|(known, _)| *known == path) {
                 unsynced.push((path, file));
             }
@@ -1222,6 +1258,18 @@ impl Log {
         }
         Ok(())
     }
+}
+
+/// Writes zeros over `[from, to)` of `file`, 64 KiB at a time.
+fn write_zeros(file: &dyn File, from: u64, to: u64) -> std::io::Result<()> {
+    static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+    let mut offset = from;
+    while offset < to {
+        let length = (to - offset).min(ZEROS.len() as u64) as usize;
+        file.write_at(offset, &ZEROS[..length])?;
+        offset += length as u64;
+    }
+    Ok(())
 }
 
 /// Turns an IO error of `operation` on `path` into the fatal error it is.

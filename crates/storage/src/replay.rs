@@ -383,11 +383,18 @@ impl Scanner<'_> {
                     // Torn tail: last segment, nothing intact after the damage.
                     if is_last && !intact_record_after(&bytes, position + 1) {
                         if last_good < file_bytes && end.is_none() {
+                            // Zeros only: space written ahead of the tail
+                            // (LogConfig::preallocate_bytes), not a cut-short write.
+                            let zeros = bytes[last_good as usize..].iter().all(|&byte| byte == 0);
                             self.report.torn_tail = Some(TornTail {
                                 path: path.to_owned(),
                                 offset: last_good,
                                 bytes_dropped: file_bytes - last_good,
-                                reason: reason.to_owned(),
+                                reason: if zeros {
+                                    "unused preallocated space (zeros)".to_owned()
+                                } else {
+                                    reason.to_owned()
+                                },
                             });
                         }
                         break;

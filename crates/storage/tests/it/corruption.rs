@@ -6,13 +6,14 @@ use concord_raft::{LogStore, Storage, StorageError};
 use concord_storage::{CorruptionPolicy, Error, LogConfig};
 
 use crate::support::{
-    assert_log_matches, build_history, entries, open_sim, sim_dir, small_config, History,
+    assert_log_matches, build_history, entries, exact_config, open_sim, sim_dir, small_config,
+    History,
 };
 
 fn one_segment() -> LogConfig {
     LogConfig {
         segment_bytes_max: 1 << 20,
-        ..small_config()
+        ..exact_config()
     }
 }
 
@@ -103,7 +104,7 @@ fn damage_followed_by_intact_records_is_refused_even_in_the_last_batch() {
 // before the damage: later batches and later segments are gone, and the cut is reported.
 #[test]
 fn cut_log_policy_opens_at_the_last_good_batch() {
-    let history = build_history(22, small_config(), 80);
+    let history = build_history(22, exact_config(), 80);
     let damaged = &history.steps[30];
     let before = history
         .steps

@@ -3,7 +3,7 @@
 
 use concord_storage::LogConfig;
 
-use crate::support::{assert_log_matches, build_history, open_sim, small_config, History};
+use crate::support::{assert_log_matches, build_history, exact_config, open_sim, History};
 
 /// Cuts the newest segment of `history` at every byte of its last `final_batches`
 /// batches and checks each restart against the expected state.
@@ -53,7 +53,7 @@ fn cut_at_every_byte(history: &History, final_batches: usize) -> usize {
 fn crash_at_every_byte_of_the_final_records() {
     let config = LogConfig {
         segment_bytes_max: 1 << 20,
-        ..small_config()
+        ..exact_config()
     };
     let history = build_history(11, config, 150);
     let records: u64 = history.steps.len() as u64 * 3;
@@ -72,7 +72,7 @@ fn crash_at_every_byte_of_the_final_records() {
 // checkpoint, which drops the whole new segment.
 #[test]
 fn crash_at_every_byte_across_segments() {
-    let history = build_history(12, small_config(), 150);
+    let history = build_history(12, exact_config(), 150);
     let segments = history.fs.paths().len();
     assert!(segments > 5, "{segments} files");
     // Enough final batches that the cut range starts in the newest segment's header.
@@ -89,7 +89,7 @@ fn crash_at_every_byte_across_segments() {
 // with nothing in flight, a torn crash after each batch gives back every batch.
 #[test]
 fn torn_crash_after_acknowledged_batches_loses_nothing() {
-    let history = build_history(13, small_config(), 60);
+    let history = build_history(13, exact_config(), 60);
     for seed in 0..20 {
         let fs = history.fs.fork();
         fs.crash_torn();

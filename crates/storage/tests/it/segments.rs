@@ -194,3 +194,50 @@ fn bootstrap_matches_mem_storage() {
     group.append(&entries(2, &[1, 1], 10)).unwrap();
     assert!(group.compact(3).is_err());
 }
+
+// With preallocation the tail segment's file runs past its last record in zeros; a
+// finished segment has none left (else recovery would take them for corruption); a
+// restart drops the tail's zeros, says so, and recovers every write — after a clean
+// stop and after a crash.
+#[test]
+fn preallocated_zeros_are_cut_from_finished_segments_and_dropped_at_restart() {
+    let config = small_config();
+    assert!(config.preallocate_bytes > 0);
+    for crash in [false, true] {
+        let fs = SimFs::new(7);
+        let log = open_sim(&fs, config.clone()).unwrap();
+        let mut model = MemStorage::new();
+        for index in 1..=120 {
+            let appended = entries(index, &[1], 40);
+            model.append(&appended).unwrap();
+            log.group(1).append(&appended).unwrap();
+        }
+        let segments = segment_files(&fs);
+        assert!(segments.len() >= 3, "rolled: {segments:?}");
+        let tail = fs.file_bytes(segments.last().unwrap()).unwrap();
+        assert!(
+            tail.ends_with(&[0; 64]),
+            "the tail segment runs on in zeros"
+        );
+        for finished in &segments[..segments.len() - 1] {
+            let bytes = fs.file_bytes(finished).unwrap();
+            assert!(
+                !bytes.ends_with(&[0; 16]),
+                "{} still ends in preallocated zeros",
+                finished.display()
+            );
+        }
+        drop(log);
+        if crash {
+            fs.crash();
+        }
+        let log = open_sim(&fs, config.clone()).unwrap();
+        let torn = log
+            .recovery()
+            .torn_tail
+            .clone()
+            .expect("the zeros are dropped");
+        assert_eq!(torn.reason, "unused preallocated space (zeros)");
+        assert_same_store(&model, &log.group(1), "after restart");
+    }
+}

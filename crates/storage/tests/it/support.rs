@@ -25,7 +25,18 @@ pub fn small_config() -> LogConfig {
         segment_bytes_max: 4096,
         entry_cache_bytes_max: 256,
         entries_record_bytes_max: 200,
+        // Several preallocation steps per segment, so rolls cut zeros off.
+        preallocate_bytes: 1024,
         ..LogConfig::default()
+    }
+}
+
+/// [`small_config`] without preallocation: segment files end at their last record,
+/// for tests that cut or damage them at exact byte offsets.
+pub fn exact_config() -> LogConfig {
+    LogConfig {
+        preallocate_bytes: 0,
+        ..small_config()
     }
 }
 
