@@ -175,6 +175,14 @@ struct Served {
 
 impl Served {
     async fn start(id: NodeId) -> Served {
+        Self::start_with(id, |service| service).await
+    }
+
+    /// As `start`, with the service adjusted by `adjust` (its limits).
+    async fn start_with(
+        id: NodeId,
+        adjust: impl FnOnce(RaftService<FakeNode>) -> RaftService<FakeNode>,
+    ) -> Served {
         let (listener, address) = bind().await;
         let node = Arc::new(FakeNode {
             id,
@@ -188,7 +196,7 @@ impl Served {
         let (sender, _receiver) = inbox(&config);
         let transport =
             TransportServer::new(id, config, sender, Arc::new(TransportMetrics::default()));
-        let service = RaftService::from_arc(node.clone());
+        let service = adjust(RaftService::from_arc(node.clone()));
         let server = RunningServer::spawn(move |stopped| {
             serve(listener, transport, service, async move {
                 let _ = stopped.await;
@@ -532,27 +540,13 @@ async fn batching_can_be_turned_off() {
 /// with a message naming the limit, before any proposal reaches the node.
 #[tokio::test]
 async fn an_oversized_batch_is_refused() {
-    let (listener, address) = bind().await;
-    let node = Arc::new(FakeNode {
-        id: 1,
-        address: address.to_string(),
-        redirect: Mutex::new(None),
-        log: Mutex::new(Vec::new()),
-        calls: Mutex::new(Vec::new()),
-        batches: Mutex::new(Vec::new()),
-    });
-    let config = TransportConfig::default();
-    let (sender, _receiver) = inbox(&config);
-    let transport = TransportServer::new(1, config, sender, Arc::new(TransportMetrics::default()));
-    let service = RaftService::from_arc(node.clone()).propose_batch_max(4);
-    let server = RunningServer::spawn(move |stopped| {
-        serve(listener, transport, service, async move {
-            let _ = stopped.await;
-        })
-    });
+    let served = Served::start_with(1, |service| service.propose_batch_max(4)).await;
     let mut raw = within(
         "connect",
-        concord_proto::api::raft_client::RaftClient::connect(format!("http://{address}")),
+        concord_proto::api::raft_client::RaftClient::connect(format!(
+            "http://{}",
+            served.address()
+        )),
     )
     .await
     .unwrap();
@@ -574,7 +568,7 @@ async fn an_oversized_batch_is_refused() {
         "{}",
         status.message()
     );
-    assert!(node.calls().is_empty());
+    assert!(served.node.calls().is_empty());
     let answered = within(
         "four proposals",
         raw.propose_batch(concord_proto::api::ProposeBatchRequest {
@@ -585,5 +579,5 @@ async fn an_oversized_batch_is_refused() {
     .unwrap()
     .into_inner();
     assert_eq!(answered.results.len(), 4);
-    server.stop().await;
+    served.server.stop().await;
 }
