@@ -48,6 +48,10 @@ pub struct ClientConfig {
     /// its own `Propose` call instead. Must not exceed the server's
     /// `propose_batch_max`.
     pub propose_batch_max: usize,
+    /// Most bytes of proposals (data plus a little framing each) in one
+    /// `ProposeBatch` call; a proposal bigger than this goes in a call of its own.
+    /// Keep it under the server's `request_bytes_max`, which bounds a whole call.
+    pub propose_batch_bytes_max: usize,
     /// Most `ProposeBatch` calls outstanding per node contacted.
     pub propose_batches_in_flight_max: usize,
 }
@@ -60,6 +64,7 @@ impl Default for ClientConfig {
             redirects_max: 3,
             response_bytes_max: 16 * 1024 * 1024,
             propose_batch_max: 256,
+            propose_batch_bytes_max: 1024 * 1024,
             propose_batches_in_flight_max: 4,
         }
     }
@@ -102,10 +107,16 @@ impl RaftClient {
         config: ClientConfig,
     ) -> Result<Self, ApiError> {
         let address = address.into();
-        if config.propose_batch_max == 0 || config.propose_batches_in_flight_max == 0 {
+        if config.propose_batch_max == 0
+            || config.propose_batches_in_flight_max == 0
+            || config.propose_batch_bytes_max == 0
+        {
             return Err(ApiError::InvalidRequest(format!(
-                "propose_batch_max ({}) and propose_batches_in_flight_max ({}) must be at least 1",
-                config.propose_batch_max, config.propose_batches_in_flight_max
+                "propose_batch_max ({}), propose_batch_bytes_max ({}) and \
+                 propose_batches_in_flight_max ({}) must be at least 1",
+                config.propose_batch_max,
+                config.propose_batch_bytes_max,
+                config.propose_batches_in_flight_max
             )));
         }
         let timeout = Duration::from_millis(config.connect_timeout_ms);
@@ -204,6 +215,7 @@ impl RaftClient {
             client,
             queued,
             config.propose_batch_max,
+            config.propose_batch_bytes_max,
             config.propose_batches_in_flight_max,
             Duration::from_millis(config.request_timeout_ms),
         ));
@@ -418,20 +430,46 @@ async fn run_batcher(
     client: ProtoClient<Channel>,
     mut queued: mpsc::UnboundedReceiver<Queued>,
     batch_max: usize,
+    batch_bytes_max: usize,
     in_flight_max: usize,
     timeout: Duration,
 ) {
     let slots = Arc::new(Semaphore::new(in_flight_max));
-    while let Some(first) = queued.recv().await {
+    // A proposal taken from the queue that did not fit the last batch.
+    let mut carried: Option<Queued> = None;
+    loop {
+        let first = match carried.take() {
+            Some(first) => first,
+            None => match queued.recv().await {
+                Some(first) => first,
+                None => return,
+            },
+        };
         let Ok(slot) = slots.clone().acquire_owned().await else {
             return;
         };
-        let mut batch = vec![first];
-        while batch.len() < batch_max {
-            match queued.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
+        // Proposals whose caller gave up (timed out, dropped) while they waited for a
+        // slot are not sent: the caller may already be retrying them.
+        let mut batch = Vec::new();
+        let mut batch_bytes = 0;
+        let mut next = Some(first);
+        while let Some(proposal) = next.take() {
+            if !proposal.reply.is_closed() {
+                let bytes = proposal.request.data.len() + PROPOSAL_OVERHEAD_BYTES;
+                // One call stays under the byte limit; a proposal over it goes alone.
+                if !batch.is_empty() && batch_bytes + bytes > batch_bytes_max {
+                    carried = Some(proposal);
+                    break;
+                }
+                batch_bytes += bytes;
+                batch.push(proposal);
             }
+            if batch.len() < batch_max {
+                next = queued.try_recv().ok();
+            }
+        }
+        if batch.is_empty() {
+            continue;
         }
         let client = client.clone();
         tokio::spawn(async move {
@@ -440,6 +478,10 @@ async fn run_batcher(
         });
     }
 }
+
+/// Bytes a proposal adds to a `ProposeBatch` call besides its data (group, tags and
+/// lengths), counted against `propose_batch_bytes_max`.
+const PROPOSAL_OVERHEAD_BYTES: usize = 24;
 
 /// One `ProposeBatch` call; answers every proposal in `batch`.
 async fn send_batch(mut client: ProtoClient<Channel>, batch: Vec<Queued>, timeout: Duration) {

@@ -140,8 +140,25 @@ pub(crate) fn decode_snapshot(data: &Bytes) -> Result<(Addresses, Option<Bytes>)
     Ok((addresses, state))
 }
 
+/// True when `address` (host:port) has an unspecified host, `0.0.0.0` or `[::]`: a
+/// listening address, not one anybody can connect to.
+pub(crate) fn is_unspecified_address(address: &str) -> bool {
+    address
+        .parse::<std::net::SocketAddr>()
+        .is_ok_and(|socket| socket.ip().is_unspecified())
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn unspecified_hosts_are_not_addresses_to_dial() {
+        assert!(super::is_unspecified_address("0.0.0.0:9000"));
+        assert!(super::is_unspecified_address("[::]:9000"));
+        assert!(!super::is_unspecified_address("127.0.0.1:9000"));
+        assert!(!super::is_unspecified_address("10.0.0.7:9000"));
+        assert!(!super::is_unspecified_address("node-1.concord:9000"));
+    }
+
     use super::*;
 
     /// Entries and snapshots decode to what was encoded; cut or foreign data is never

@@ -228,7 +228,11 @@ impl NodeBuilder {
                     transport_config.clone(),
                     transport_metrics.clone(),
                 );
-                transport.advertise(address.clone());
+                // An unspecified host (0.0.0.0, [::]) names no reachable place:
+                // peers keep the address they were given.
+                if !crate::framing::is_unspecified_address(&address) {
+                    transport.advertise(address.clone());
+                }
                 Arc::new(transport)
             }
         };

@@ -1291,6 +1291,21 @@ impl RaftLoop {
                             {
                                 self.prune_peers = true;
                             }
+                            // A member whose link a prune dropped between its address
+                            // entry and this change gets it back.
+                            for node in &kept {
+                                if !self.peers.contains_key(node) {
+                                    if let Some(address) = group.addresses.get(node) {
+                                        learn_peer(
+                                            &mut self.peers,
+                                            &*self.transport,
+                                            self.node_id,
+                                            *node,
+                                            address,
+                                        );
+                                    }
+                                }
+                            }
                             group.conf_state = conf_state.clone();
                             ops.push(ApplyOp::Membership { conf_state });
                         }
@@ -1340,7 +1355,10 @@ impl RaftLoop {
     /// node leads records the address in its log, so every member (and every later
     /// snapshot) learns it.
     fn peer_address(&mut self, node: NodeId, address: String) {
-        if node == self.node_id || address.is_empty() || address.len() > framing::ADDRESS_BYTES_MAX
+        if node == self.node_id
+            || address.is_empty()
+            || address.len() > framing::ADDRESS_BYTES_MAX
+            || framing::is_unspecified_address(&address)
         {
             return;
         }

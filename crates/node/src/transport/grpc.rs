@@ -669,8 +669,9 @@ async fn receive_stream(
         // something was refused or dropped, and otherwise at most once per
         // ACK_INTERVAL: an ack per batch would double the wake-ups on both ends.
         let news = (totals.messages_refused, totals.messages_dropped) != acked_losses;
-        if last_ack.is_none_or(|at| news || at.elapsed() >= ACK_INTERVAL) {
-            let _ = acks.try_send(Ok(totals));
+        if last_ack.is_none_or(|at| news || at.elapsed() >= ACK_INTERVAL)
+            && acks.try_send(Ok(totals)).is_ok()
+        {
             last_ack = Some(Instant::now());
             acked_losses = (totals.messages_refused, totals.messages_dropped);
         }

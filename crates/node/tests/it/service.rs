@@ -581,3 +581,62 @@ async fn an_oversized_batch_is_refused() {
     assert_eq!(answered.results.len(), 4);
     served.server.stop().await;
 }
+
+/// A call stays under `propose_batch_bytes_max`: queued proposals that would pass it
+/// wait for the next call, and one bigger than the limit goes alone.
+#[tokio::test]
+async fn batches_stay_under_their_byte_limit() {
+    let node = Served::start(1).await;
+    let config = ClientConfig {
+        // 40 B of data plus framing: three fit, a fourth does not.
+        propose_batch_bytes_max: 200,
+        propose_batches_in_flight_max: 1,
+        ..ClientConfig::default()
+    };
+    let client = within("connect", RaftClient::connect_with(node.address(), config))
+        .await
+        .unwrap();
+    let slow = spawn_propose(&client, GROUP, b"slow");
+    tokio::time::sleep(SLOW_PROPOSAL / 3).await;
+    let mut proposals: Vec<_> = (0..7)
+        .map(|_| spawn_propose(&client, GROUP, &[b'x'; 40]))
+        .collect();
+    proposals.push(spawn_propose(&client, GROUP, &[b'y'; 500]));
+    within("slow", slow).await.unwrap().unwrap();
+    for proposal in proposals {
+        within("a proposal", proposal).await.unwrap().unwrap();
+    }
+    assert_eq!(*node.node.batches.lock().unwrap(), vec![1, 3, 3, 1, 1]);
+    node.server.stop().await;
+}
+
+/// A proposal whose caller gave up while it waited for a call slot is never sent:
+/// the caller may be retrying it, and it must not apply behind their back.
+#[tokio::test]
+async fn abandoned_proposals_are_not_sent() {
+    let node = Served::start(1).await;
+    let config = ClientConfig {
+        propose_batches_in_flight_max: 1,
+        ..ClientConfig::default()
+    };
+    let client = within("connect", RaftClient::connect_with(node.address(), config))
+        .await
+        .unwrap();
+    let slow = spawn_propose(&client, GROUP, b"slow");
+    tokio::time::sleep(SLOW_PROPOSAL / 3).await;
+    let abandoned = tokio::time::timeout(
+        Duration::from_millis(20),
+        client.propose(GROUP, Bytes::from_static(b"abandoned")),
+    )
+    .await;
+    assert!(abandoned.is_err(), "the caller gave up");
+    let kept = spawn_propose(&client, GROUP, b"kept");
+    within("slow", slow).await.unwrap().unwrap();
+    within("kept", kept).await.unwrap().unwrap();
+    let log = node.node.log.lock().unwrap().clone();
+    assert_eq!(
+        log,
+        vec![Bytes::from_static(b"slow"), Bytes::from_static(b"kept")]
+    );
+    node.server.stop().await;
+}
