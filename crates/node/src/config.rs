@@ -140,8 +140,9 @@ pub struct NodeConfig {
     pub segment_bytes_max: u64,
     /// Recent entries cached in memory per group, in bytes.
     pub entry_cache_bytes_max: u64,
-    /// Zeros written ahead of the log's end, in bytes per step (0: none), so a
-    /// write's fdatasync need not also commit a new file length.
+    /// Zeros written ahead of the log's end, in bytes per step (0: none, the
+    /// default), so a write's fdatasync need not also commit a new file length. See
+    /// `concord_storage::LogConfig::preallocate_bytes` for why it is off by default.
     pub preallocate_bytes: u64,
 }
 
@@ -185,7 +186,7 @@ impl Default for NodeConfig {
             keepalive_interval_ms: transport.keepalive_interval_ms,
             keepalive_timeout_ms: transport.keepalive_timeout_ms,
             segment_bytes_max: 64 << 20,
-            preallocate_bytes: 1 << 20,
+            preallocate_bytes: 0,
             entry_cache_bytes_max: 4 << 20,
         }
     }

@@ -33,11 +33,17 @@ pub struct LogConfig {
     /// wait (back-pressure).
     pub pending_bytes_max: u64,
     /// Bytes of zeros written ahead of the tail segment's end, in steps of this
-    /// size (0: none). A write then lands in space the file already has, so its
-    /// fdatasync need not also commit a new file length; on an ext4 disk that makes
-    /// a small write's sync about a third faster. Zeros never go past
+    /// size (0: none, the default). A write then lands in space the file already
+    /// has, so its fdatasync need not also commit a new file length; on an ext4 disk
+    /// that makes a small write's sync about a third faster. Zeros never go past
     /// `segment_bytes_max` (a finished segment ends at its last record), and recovery
     /// drops those after the tail's last record as it drops a torn tail.
+    ///
+    /// Off by default: a power loss during a sync can leave a later page of the
+    /// unsynced write on disk without an earlier one (an appending write cannot,
+    /// as the file length orders them), and recovery cannot yet tell that from
+    /// corruption in the last segment, so it refuses to open (`CorruptionPolicy::
+    /// CutLog` opens it at the damage, dropping only unacknowledged writes then).
     pub preallocate_bytes: u64,
     /// What recovery does on corruption.
     pub corruption_policy: CorruptionPolicy,
@@ -50,7 +56,7 @@ impl Default for LogConfig {
             entry_cache_bytes_max: 4 << 20,
             entries_record_bytes_max: 64 << 10,
             pending_bytes_max: 64 << 20,
-            preallocate_bytes: 1 << 20,
+            preallocate_bytes: 0,
             corruption_policy: CorruptionPolicy::Refuse,
         }
     }
