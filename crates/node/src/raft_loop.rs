@@ -131,8 +131,6 @@ struct Waiter {
 
 /// Reads asked of the core as one ReadIndex request.
 struct PendingReads {
-    /// The request's context (unique in the node).
-    context: u64,
     /// The tick the reads were first asked at: their timeout counts from here.
     first_asked: u64,
     /// The tick they were last asked at.
@@ -189,6 +187,24 @@ struct Group {
     /// A hard state that changed only the commit index, not yet written: it goes
     /// with the group's next durable write.
     unsynced_hard_state: Option<HardState>,
+}
+
+impl Group {
+    /// Puts the group, once, in the loop's list of groups to take a Ready from.
+    fn touch(&mut self, dirty: &mut Vec<GroupId>) {
+        if !self.dirty {
+            self.dirty = true;
+            dirty.push(self.id);
+        }
+    }
+
+    /// Puts the group, once, in the loop's list of groups with proposals or reads.
+    fn enqueue(&mut self, queued: &mut Vec<GroupId>) {
+        if !self.queued {
+            self.queued = true;
+            queued.push(self.id);
+        }
+    }
 }
 
 /// Why the loop woke.
@@ -560,19 +576,13 @@ impl RaftLoop {
 
     fn mark_dirty(&mut self, id: GroupId) {
         if let Some(group) = self.groups.get_mut(&id) {
-            if !group.dirty {
-                group.dirty = true;
-                self.dirty.push(id);
-            }
+            group.touch(&mut self.dirty);
         }
     }
 
     fn mark_queued(&mut self, id: GroupId) {
         if let Some(group) = self.groups.get_mut(&id) {
-            if !group.queued {
-                group.queued = true;
-                self.queued.push(id);
-            }
+            group.enqueue(&mut self.queued);
         }
     }
 
@@ -786,9 +796,11 @@ impl RaftLoop {
                 });
                 let unanswered: Vec<u64> = group
                     .pending_reads
-                    .values()
-                    .filter(|pending| expired(pending) || now >= pending.asked + read_retry_ticks)
-                    .map(|pending| pending.context)
+                    .iter()
+                    .filter(|(_, pending)| {
+                        expired(pending) || now >= pending.asked + read_retry_ticks
+                    })
+                    .map(|(&context, _)| context)
                     .collect();
                 for context in unanswered {
                     let pending = group.pending_reads.remove(&context).expect("listed");
@@ -798,9 +810,8 @@ impl RaftLoop {
                         group.reads_to_retry.push(pending);
                     }
                 }
-                if !group.reads_to_retry.is_empty() && !group.queued {
-                    group.queued = true;
-                    self.queued.push(group.id);
+                if !group.reads_to_retry.is_empty() {
+                    group.enqueue(&mut self.queued);
                 }
             }
             // Proposals whose entry was not handed out in time (leadership lost, no
@@ -817,10 +828,7 @@ impl RaftLoop {
                     .fetch_add(1, Ordering::Relaxed);
                 let _ = waiter.reply.send(Err(ApiError::Timeout));
             }
-            if !group.dirty {
-                group.dirty = true;
-                self.dirty.push(group.id);
-            }
+            group.touch(&mut self.dirty);
         }
     }
 
@@ -936,7 +944,6 @@ impl RaftLoop {
             }
             if !group.reads.is_empty() {
                 group.reads_to_retry.push(PendingReads {
-                    context: 0,
                     first_asked: ticks,
                     asked: ticks,
                     reads: std::mem::take(&mut group.reads),
@@ -954,7 +961,6 @@ impl RaftLoop {
                         .read_index(Bytes::copy_from_slice(&context.to_be_bytes()))
                     {
                         Ok(()) => {
-                            pending.context = context;
                             pending.asked = ticks;
                             group.pending_reads.insert(context, pending);
                         }
@@ -967,10 +973,7 @@ impl RaftLoop {
                     }
                 }
             }
-            if !group.dirty {
-                group.dirty = true;
-                self.dirty.push(id);
-            }
+            group.touch(&mut self.dirty);
         }
     }
 
@@ -1013,9 +1016,8 @@ impl RaftLoop {
                     let pending = group.pending_reads.drain().map(|(_, pending)| pending);
                     group.reads_to_retry.extend(pending);
                 }
-                if !group.reads_to_retry.is_empty() && !group.queued {
-                    group.queued = true;
-                    self.queued.push(id);
+                if !group.reads_to_retry.is_empty() {
+                    group.enqueue(&mut self.queued);
                 }
             }
             if let Some(hard_state) = ready.hard_state {
