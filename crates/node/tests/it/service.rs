@@ -439,6 +439,28 @@ fn spawn_propose(
     tokio::spawn(async move { client.propose(group, Bytes::from_static(data)).await })
 }
 
+/// A client of `node` with one call slot, already taken by a `ProposeBatch` holding
+/// the proposal `slow` (answered after `SLOW_PROPOSAL`): whatever it proposes next
+/// queues. Returns the client and the slow proposal's task.
+async fn behind_a_slow_call(
+    node: &Served,
+    config: ClientConfig,
+) -> (
+    RaftClient,
+    tokio::task::JoinHandle<Result<ProposeResponse, ApiError>>,
+) {
+    let config = ClientConfig {
+        propose_batches_in_flight_max: 1,
+        ..config
+    };
+    let client = within("connect", RaftClient::connect_with(node.address(), config))
+        .await
+        .unwrap();
+    let slow = spawn_propose(&client, GROUP, b"slow");
+    tokio::time::sleep(SLOW_PROPOSAL / 3).await;
+    (client, slow)
+}
+
 /// Concurrent proposals through one client travel together: while a `ProposeBatch`
 /// call is out (its one slot taken), the others queue and go in the next calls, at
 /// most `propose_batch_max` each; every proposal gets its own answer.
@@ -447,14 +469,9 @@ async fn concurrent_proposals_share_batch_calls() {
     let node = Served::start(1).await;
     let config = ClientConfig {
         propose_batch_max: 16,
-        propose_batches_in_flight_max: 1,
         ..ClientConfig::default()
     };
-    let client = within("connect", RaftClient::connect_with(node.address(), config))
-        .await
-        .unwrap();
-    let slow = spawn_propose(&client, GROUP, b"slow");
-    tokio::time::sleep(SLOW_PROPOSAL / 3).await;
+    let (client, slow) = behind_a_slow_call(&node, config).await;
     let proposals: Vec<_> = (0..40u32)
         .map(|n| {
             let client = client.clone();
@@ -483,15 +500,7 @@ async fn concurrent_proposals_share_batch_calls() {
 #[tokio::test]
 async fn a_batch_answers_each_proposal_on_its_own() {
     let node = Served::start(1).await;
-    let config = ClientConfig {
-        propose_batches_in_flight_max: 1,
-        ..ClientConfig::default()
-    };
-    let client = within("connect", RaftClient::connect_with(node.address(), config))
-        .await
-        .unwrap();
-    let slow = spawn_propose(&client, GROUP, b"slow");
-    tokio::time::sleep(SLOW_PROPOSAL / 3).await;
+    let (client, slow) = behind_a_slow_call(&node, ClientConfig::default()).await;
     let good = spawn_propose(&client, GROUP, b"ok");
     let unknown = spawn_propose(&client, 99, b"lost");
     within("slow", slow).await.unwrap().unwrap();
@@ -590,14 +599,9 @@ async fn batches_stay_under_their_byte_limit() {
     let config = ClientConfig {
         // 40 B of data plus framing: three fit, a fourth does not.
         propose_batch_bytes_max: 200,
-        propose_batches_in_flight_max: 1,
         ..ClientConfig::default()
     };
-    let client = within("connect", RaftClient::connect_with(node.address(), config))
-        .await
-        .unwrap();
-    let slow = spawn_propose(&client, GROUP, b"slow");
-    tokio::time::sleep(SLOW_PROPOSAL / 3).await;
+    let (client, slow) = behind_a_slow_call(&node, config).await;
     let mut proposals: Vec<_> = (0..7)
         .map(|_| spawn_propose(&client, GROUP, &[b'x'; 40]))
         .collect();
@@ -615,15 +619,7 @@ async fn batches_stay_under_their_byte_limit() {
 #[tokio::test]
 async fn abandoned_proposals_are_not_sent() {
     let node = Served::start(1).await;
-    let config = ClientConfig {
-        propose_batches_in_flight_max: 1,
-        ..ClientConfig::default()
-    };
-    let client = within("connect", RaftClient::connect_with(node.address(), config))
-        .await
-        .unwrap();
-    let slow = spawn_propose(&client, GROUP, b"slow");
-    tokio::time::sleep(SLOW_PROPOSAL / 3).await;
+    let (client, slow) = behind_a_slow_call(&node, ClientConfig::default()).await;
     let abandoned = tokio::time::timeout(
         Duration::from_millis(20),
         client.propose(GROUP, Bytes::from_static(b"abandoned")),
