@@ -212,6 +212,17 @@ impl<S: Storage> Raft<S> {
         self.lead_transferee
     }
 
+    /// How far a snapshot being received in chunks has come, if one is.
+    pub fn incoming_snapshot_status(&self) -> Option<crate::raw_node::IncomingSnapshotStatus> {
+        self.incoming_snapshot
+            .as_ref()
+            .map(|incoming| crate::raw_node::IncomingSnapshotStatus {
+                index: incoming.metadata.index,
+                received_bytes: incoming.data.len() as u64,
+                total_bytes: incoming.total_bytes,
+            })
+    }
+
     /// The number of pending (unconfirmed) read requests on a leader.
     pub fn pending_read_count(&self) -> usize {
         self.read_only.pending_count() + self.reads_awaiting_commit.len()
@@ -1064,15 +1075,17 @@ impl<S: Storage> Raft<S> {
                     self.term,
                 );
                 self.send(response);
-            } else if message.kind == MessageKind::RequestPreVote {
-                let mut response = Message::new(
-                    MessageKind::RequestPreVoteResponse,
-                    self.id,
-                    message.from,
-                    self.term,
-                );
-                response.reject = true;
-                self.send(response);
+            } else if matches!(
+                message.kind,
+                MessageKind::RequestVote | MessageKind::RequestPreVote
+            ) {
+                // Raft paper Figure 2, RequestVote: "reply false if term < currentTerm",
+                // and the reply carries our term. A candidate whose term fell behind
+                // learns it here; without the reply it could campaign forever below a
+                // voter that never sends it anything — one that still runs an older
+                // configuration without the candidate in it, so its own elections
+                // never reach the candidate either.
+                self.reject_vote(&message);
             }
             return Ok(());
         }
@@ -1121,19 +1134,29 @@ impl<S: Storage> Raft<S> {
                 self.vote = request.from;
             }
         } else {
-            let mut response = Message::new(response_kind, self.id, request.from, self.term);
-            response.reject = true;
-            // Tell the candidate what we know is committed (with that entry's term), so a
-            // candidate stuck in an old configuration can learn that a newer one has
-            // committed — e.g. when the leader that removed itself left before everyone
-            // heard the commit.
-            let committed = self.log.committed();
-            if let Ok(term) = self.log.term(committed) {
-                response.commit = committed;
-                response.log_term = term;
-            }
-            self.send(response);
+            self.reject_vote(&request);
         }
+    }
+
+    /// Refuses a vote or pre-vote request, in our term.
+    fn reject_vote(&mut self, request: &Message) {
+        let response_kind = if request.kind == MessageKind::RequestPreVote {
+            MessageKind::RequestPreVoteResponse
+        } else {
+            MessageKind::RequestVoteResponse
+        };
+        let mut response = Message::new(response_kind, self.id, request.from, self.term);
+        response.reject = true;
+        // Tell the candidate what we know is committed (with that entry's term), so a
+        // candidate stuck in an old configuration can learn that a newer one has
+        // committed — e.g. when the leader that removed itself left before everyone
+        // heard the commit.
+        let committed = self.log.committed();
+        if let Ok(term) = self.log.term(committed) {
+            response.commit = committed;
+            response.log_term = term;
+        }
+        self.send(response);
     }
 
     /// Learns a commit index from a vote rejection. Safe because a commit index is a

@@ -398,6 +398,84 @@ fn follower_in_lease_ignores_vote_requests() {
     assert!(outbox(net.node(2)).is_empty());
 }
 
+/// Raft paper Figure 2, RequestVote: "reply false if term < currentTerm", with the
+/// current term in the reply. A candidate of an older term learns the term and steps
+/// down to follower, and the rejection still carries the commit hint.
+#[test]
+fn stale_vote_request_is_rejected_with_the_current_term() {
+    for kind in [MessageKind::RequestVote, MessageKind::RequestPreVote] {
+        let entries = [entry(2, 4, b"a")];
+        let storage = storage_with(&[1, 2, 3], &entries, hard_state(5, 0, 2));
+        let mut voter = RawNode::new(&config(2), storage).unwrap();
+        let mut request = Message::new(kind, 1, 2, 3);
+        request.index = 9;
+        request.log_term = 3;
+        voter.step(request).unwrap();
+        let response = outbox(&mut voter);
+        let expected_kind = if kind == MessageKind::RequestVote {
+            MessageKind::RequestVoteResponse
+        } else {
+            MessageKind::RequestPreVoteResponse
+        };
+        assert_eq!(kinds(&response), vec![(expected_kind, 1, 5)], "{kind:?}");
+        assert_eq!(
+            (response[0].reject, response[0].commit, response[0].log_term),
+            (true, 2, 4)
+        );
+        assert_eq!((voter.term(), voter.raft().vote), (5, NO_NODE));
+    }
+    // The stale candidate takes the term and gives up.
+    let mut candidate = node(1, &[1, 2, 3]);
+    candidate.campaign();
+    handle_ready(&mut candidate);
+    let mut rejection = Message::new(MessageKind::RequestVoteResponse, 2, 1, 5);
+    rejection.reject = true;
+    candidate.step(rejection).unwrap();
+    assert_eq!((candidate.role(), candidate.term()), (Role::Follower, 5));
+}
+
+/// The shape of simulator seeds 7302755 and 2101698435: after a membership change,
+/// the candidate with the newest log (node 1, voters [1, 2]) needs the vote of a voter
+/// still on an older configuration (node 2, voters [2, 3], without node 1) that has
+/// run up a higher term in elections it cannot win. Node 2's own vote requests never
+/// reach node 1, so node 1 learns the term only from the rejections of its own stale
+/// requests; it then campaigns above it and wins. Were stale vote requests ignored,
+/// both terms would climb side by side and no leader would ever be elected.
+#[test]
+fn a_candidate_below_a_voter_of_an_older_configuration_learns_its_term_and_wins() {
+    let newest = [entry(2, 3, b"a"), entry(3, 3, b"b"), entry(4, 4, b"c")];
+    let mut nodes = BTreeMap::new();
+    nodes.insert(
+        1,
+        RawNode::new(
+            &config(1),
+            storage_with(&[1, 2], &newest, hard_state(4, 0, 4)),
+        )
+        .unwrap(),
+    );
+    nodes.insert(
+        2,
+        RawNode::new(&config(2), storage_with(&[2, 3], &[], hard_state(9, 0, 1))).unwrap(),
+    );
+    let mut net = Network {
+        nodes,
+        cut: BTreeSet::new(),
+        applied: BTreeMap::new(),
+        delivered: Vec::new(),
+    };
+    for _ in 0..40 * ELECTION {
+        for id in [1, 2] {
+            net.node(id).tick();
+        }
+        net.settle();
+        if net.node(1).role() == Role::Leader {
+            break;
+        }
+    }
+    assert_eq!(net.node(1).role(), Role::Leader, "node 1 never won");
+    assert!(net.node(1).term() > 9);
+}
+
 /// Thesis §9.6: a node cut off from the group pre-votes but never raises its term, so
 /// when it returns it does not depose the working leader.
 #[test]
