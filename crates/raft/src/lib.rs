@@ -19,6 +19,6 @@ pub use conf_change::{ConfChange, ConfChangeKind, ConfChangeSingle, ConfChangeTr
 pub use config::{Config, PlantedBug, ReadOnlyOption};
 pub use errors::{Error, ProposeError, StorageError};
 pub use raft::LogPosition;
-pub use raw_node::{ProgressStatus, RawNode, Ready, Status};
+pub use raw_node::{IncomingSnapshotStatus, ProgressStatus, RawNode, Ready, Status};
 pub use storage::{LogStore, MemStorage, RaftState, Storage};
 pub use types::*;

@@ -89,6 +89,19 @@ pub struct Status {
     pub conf_state: ConfState,
     /// Progress of every member (leader only).
     pub progress: BTreeMap<NodeId, ProgressStatus>,
+    /// A snapshot being received from the leader, in chunks (follower only).
+    pub incoming_snapshot: Option<IncomingSnapshotStatus>,
+}
+
+/// How far a follower has received a snapshot the leader streams in chunks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IncomingSnapshotStatus {
+    /// The snapshot's index.
+    pub index: Index,
+    /// Bytes received so far.
+    pub received_bytes: u64,
+    /// The snapshot's size in bytes.
+    pub total_bytes: u64,
 }
 
 /// A raft node driven by its owner.
@@ -343,6 +356,7 @@ impl<S: Storage> RawNode<S> {
             applied: raft.log.applied(),
             last_index: raft.log.last_index(),
             conf_state: raft.tracker.conf_state(),
+            incoming_snapshot: raft.incoming_snapshot_status(),
             progress,
         }
     }

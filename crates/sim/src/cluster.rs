@@ -147,16 +147,21 @@ pub enum SimFault {
     /// The liveness phase leaves every node cut off from every other instead of
     /// healing the network.
     PartitionForever,
+    /// The liveness phase heals the network but leaves one voter of the latest
+    /// membership cut off: the others elect a leader and commit, but that voter never
+    /// catches up.
+    IsolateVoterForever,
 }
 
 impl SimFault {
     /// Every fault.
-    pub const ALL: [SimFault; 5] = [
+    pub const ALL: [SimFault; 6] = [
         SimFault::SendBeforePersist,
         SimFault::CrashLosesLastWrite,
         SimFault::CorruptPersistedEntry,
         SimFault::ReadBeforeApply,
         SimFault::PartitionForever,
+        SimFault::IsolateVoterForever,
     ];
 
     /// The kebab-case name used on the command line.
@@ -167,6 +172,7 @@ impl SimFault {
             SimFault::CorruptPersistedEntry => "corrupt-persisted-entry",
             SimFault::ReadBeforeApply => "read-before-apply",
             SimFault::PartitionForever => "partition-forever",
+            SimFault::IsolateVoterForever => "isolate-voter-forever",
         }
     }
 
@@ -350,6 +356,8 @@ pub struct NodeView {
     pub last_index: Index,
     /// Membership as the node's raft sees it.
     pub conf_state: ConfState,
+    /// Bytes received of a snapshot the leader is streaming to it, if any.
+    pub snapshot_received_bytes: Option<u64>,
 }
 
 impl fmt::Display for NodeView {
@@ -580,6 +588,9 @@ impl Cluster {
                     applied: up.kv.applied_index(),
                     last_index: status.last_index,
                     conf_state: status.conf_state,
+                    snapshot_received_bytes: status
+                        .incoming_snapshot
+                        .map(|incoming| incoming.received_bytes),
                 }
             }
             NodeState::Down(storage) => {
@@ -597,6 +608,7 @@ impl Cluster {
                         .initial_state()
                         .map(|state| state.conf_state)
                         .unwrap_or_default(),
+                    snapshot_received_bytes: None,
                 }
             }
             NodeState::Taken => return None,
