@@ -1,0 +1,372 @@
+//! Unit tests of the applier: each hands it items and asserts everything it answered,
+//! emitted and asked to propose.
+
+use std::io::{Read, Write};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use concord_raft::{ConfState, Snapshot, SnapshotMetadata};
+use concord_types::{ApiError, RequestId};
+
+use super::*;
+use crate::exactly_once::ClientTableLimits;
+use crate::framing::GroupSpec;
+use crate::state_machine::{ExactlyOnce, LeaderNotice, StateMachineError};
+
+struct Tags;
+
+impl Callers for Tags {
+    type Proposal = u64;
+    type Read = u64;
+    type Admin = u64;
+}
+
+/// A counter: each command adds its bytes' count; emits the new value; refuses a
+/// snapshot that says "bad"; fails applying "die".
+#[derive(Default)]
+struct Counter {
+    total: u64,
+}
+
+impl StateMachine for Counter {
+    fn apply(
+        &mut self,
+        context: &mut ApplyContext<'_>,
+        command: Bytes,
+    ) -> Result<Bytes, StateMachineError> {
+        if &command[..] == b"die" {
+            return Err(StateMachineError("disk gone".into()));
+        }
+        self.total += command.len() as u64;
+        context.emit(Bytes::from(format!("total {}", self.total)));
+        Ok(Bytes::from(self.total.to_string()))
+    }
+
+    fn query(&self, _query: Bytes) -> Result<Bytes, StateMachineError> {
+        Ok(Bytes::from(self.total.to_string()))
+    }
+
+    fn snapshot(&self, sink: &mut dyn Write) -> Result<(), StateMachineError> {
+        Ok(sink.write_all(self.total.to_string().as_bytes())?)
+    }
+
+    fn restore(&mut self, source: &mut dyn Read) -> Result<(), StateMachineError> {
+        let mut text = String::new();
+        source.read_to_string(&mut text)?;
+        self.total = text
+            .parse()
+            .map_err(|_| StateMachineError(format!("not a count: {text:?}")))?;
+        Ok(())
+    }
+
+    fn on_leader_change(&mut self, notice: LeaderNotice) -> Vec<Bytes> {
+        match notice {
+            LeaderNotice::Elected { term } => vec![Bytes::from(format!("hello {term}"))],
+            LeaderNotice::SteppedDown { .. } => Vec::new(),
+        }
+    }
+}
+
+fn factory() -> Arc<dyn StateMachineFactory> {
+    Arc::new(|_group| ExactlyOnce::new(Counter::default(), ClientTableLimits::default()))
+}
+
+fn applier(policy: SnapshotPolicy) -> Applier<Tags> {
+    Applier::new(ApplierStart {
+        group: 7,
+        spec: GroupSpec::new("counter"),
+        state_machine: factory().create(7, &GroupSpec::new("counter")).unwrap(),
+        applied: 1,
+        applied_term: 1,
+        conf_state: ConfState::with_voters([1]),
+        addresses: Addresses::new(),
+        policy,
+        factory: factory(),
+    })
+}
+
+fn never() -> SnapshotPolicy {
+    SnapshotPolicy {
+        interval_entries: 0,
+        interval_bytes: 0,
+    }
+}
+
+fn entry(index: u64, payload: EntryPayload, proposer: Option<u64>) -> CommittedEntry<Tags> {
+    CommittedEntry {
+        index,
+        term: 2,
+        payload,
+        bytes: 4,
+        proposer,
+    }
+}
+
+fn describe(out: &ApplyOutput<Tags>) -> Vec<String> {
+    let mut lines = Vec::new();
+    for answer in &out.answers {
+        lines.push(match answer {
+            Answer::Proposal(tag, Ok(response)) => format!(
+                "#{tag}: {} at {}",
+                String::from_utf8_lossy(&response.response),
+                response.index
+            ),
+            Answer::Read(tag, Ok(response)) => format!(
+                "#{tag}: read {} at {} term {}",
+                String::from_utf8_lossy(&response.response),
+                response.index,
+                response.term
+            ),
+            other => format!("{other:?}"),
+        });
+    }
+    for event in &out.events {
+        lines.push(match event {
+            GroupEvent::Applied { index, event, .. } => {
+                format!("event {index}: {}", String::from_utf8_lossy(event))
+            }
+            GroupEvent::Restored { index } => format!("restored at {index}"),
+        });
+    }
+    for proposal in &out.proposals {
+        lines.push(format!("propose {}", String::from_utf8_lossy(proposal)));
+    }
+    lines
+}
+
+/// Raft thesis §6.3 through the applier: a client registers (its id is the entry's
+/// index), its request applies once, and a copy of it committed later is answered
+/// from the table without applying again; a request of an unknown client is refused.
+#[test]
+fn a_repeated_request_is_answered_without_applying_again() {
+    let mut a = applier(never());
+    let request = RequestId {
+        client: 2,
+        sequence: 1,
+        first_unanswered: 1,
+    };
+    let stranger = RequestId {
+        client: 99,
+        sequence: 1,
+        first_unanswered: 1,
+    };
+    let command = || EntryPayload::Request {
+        id: request,
+        command: Bytes::from_static(b"abc"),
+    };
+    let mut out = ApplyOutput::default();
+    a.handle(
+        ApplyItem::Entries(vec![
+            entry(2, EntryPayload::Register, Some(1)),
+            entry(3, command(), Some(2)),
+            entry(4, command(), Some(3)),
+            entry(
+                5,
+                EntryPayload::Request {
+                    id: stranger,
+                    command: Bytes::from_static(b"zz"),
+                },
+                Some(4),
+            ),
+        ]),
+        &mut out,
+    );
+    let registered = match &out.answers[0] {
+        Answer::Proposal(1, Ok(response)) => response.response.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(&registered[..], &2u64.to_be_bytes());
+    assert_eq!(
+        describe(&out)[1..].to_vec(),
+        vec![
+            "#2: 3 at 3",
+            "#3: 3 at 4",
+            "Proposal(Err(ClientUnknown { client: 99 }))",
+            "event 3: total 3",
+        ]
+    );
+    assert_eq!(a.applied(), 5);
+}
+
+/// A leadership notice reaches the state machine in order, and what it asks to
+/// propose comes out; a linearizable read waits for its index, then answers with the
+/// index and term; a stale read answers at once.
+#[test]
+fn notices_reach_the_state_machine_and_reads_wait_for_their_index() {
+    let mut a = applier(never());
+    let mut out = ApplyOutput::default();
+    a.handle(
+        ApplyItem::Reads {
+            index: 3,
+            term: 2,
+            reads: vec![PendingRead {
+                query: Bytes::new(),
+                caller: 9,
+            }],
+        },
+        &mut out,
+    );
+    a.handle(
+        ApplyItem::Reads {
+            index: 0,
+            term: 0,
+            reads: vec![PendingRead {
+                query: Bytes::new(),
+                caller: 10,
+            }],
+        },
+        &mut out,
+    );
+    assert_eq!(describe(&out), vec!["#10: read 0 at 1 term 1"]);
+    let mut out = ApplyOutput::default();
+    a.handle(
+        ApplyItem::Entries(vec![entry(2, EntryPayload::Noop, None)]),
+        &mut out,
+    );
+    a.handle(
+        ApplyItem::Notice(LeaderNotice::Elected { term: 2 }),
+        &mut out,
+    );
+    a.handle(
+        ApplyItem::Entries(vec![entry(
+            3,
+            EntryPayload::Command(Bytes::from_static(b"xy")),
+            None,
+        )]),
+        &mut out,
+    );
+    assert_eq!(
+        describe(&out),
+        vec![
+            "#9: read 2 at 3 term 2",
+            "event 3: total 2",
+            "propose hello 2"
+        ]
+    );
+}
+
+/// A failing state machine stops the group visibly: the proposer of the failed entry
+/// and every later caller hear `GroupStopped`, and nothing more applies.
+#[test]
+fn an_apply_failure_stops_the_group() {
+    let mut a = applier(never());
+    let mut out = ApplyOutput::default();
+    a.handle(
+        ApplyItem::Reads {
+            index: 5,
+            term: 2,
+            reads: vec![PendingRead {
+                query: Bytes::new(),
+                caller: 1,
+            }],
+        },
+        &mut out,
+    );
+    a.handle(
+        ApplyItem::Entries(vec![
+            entry(
+                2,
+                EntryPayload::Command(Bytes::from_static(b"die")),
+                Some(2),
+            ),
+            entry(3, EntryPayload::Command(Bytes::from_static(b"x")), Some(3)),
+        ]),
+        &mut out,
+    );
+    let stopped = "GroupStopped { group: 7, reason: \"applying entry 2: disk gone\" }";
+    assert_eq!(
+        describe(&out),
+        vec![
+            format!("Read(Err({stopped}))"),
+            format!("Proposal(Err({stopped}))"),
+            format!("Proposal(Err({stopped}))"),
+        ]
+    );
+    assert_eq!(a.stopped(), Some("applying entry 2: disk gone"));
+    assert_eq!(a.applied(), 1);
+    assert!(!a.snapshot_due());
+}
+
+/// Snapshots: due by count or by bytes; written with the header and read back by a
+/// restore on another applier (table included); a snapshot the state machine refuses
+/// stops the group; an unreadable entry does too.
+#[test]
+fn snapshots_round_trip_and_bad_ones_stop_the_group() {
+    let mut a = applier(SnapshotPolicy {
+        interval_entries: 0,
+        interval_bytes: 8,
+    });
+    let mut out = ApplyOutput::default();
+    a.handle(
+        ApplyItem::Entries(vec![
+            entry(2, EntryPayload::Register, None),
+            entry(3, EntryPayload::Command(Bytes::from_static(b"abcd")), None),
+        ]),
+        &mut out,
+    );
+    assert!(a.snapshot_due(), "8 bytes applied");
+    let mut data = Vec::new();
+    let taken = a.write_snapshot(&mut data).unwrap();
+    assert_eq!(taken.index, 3);
+    assert_eq!(taken.bytes, data.len() as u64);
+    assert!(!a.snapshot_due());
+
+    let mut b = applier(never());
+    let snapshot = |data: Vec<u8>| Snapshot {
+        metadata: SnapshotMetadata {
+            index: 3,
+            term: 2,
+            conf_state: ConfState::with_voters([1, 2]),
+        },
+        data: Bytes::from(data),
+    };
+    let mut out = ApplyOutput::default();
+    b.handle(ApplyItem::Restore(snapshot(data.clone())), &mut out);
+    assert_eq!(describe(&out), vec!["restored at 3"]);
+    assert_eq!(b.applied(), 3);
+    assert_eq!(b.spec().kind, "counter");
+    assert_eq!(b.conf_state(), &ConfState::with_voters([1, 2]));
+    // The restored table knows client 2.
+    let mut out = ApplyOutput::default();
+    b.handle(
+        ApplyItem::Entries(vec![entry(
+            4,
+            EntryPayload::Request {
+                id: RequestId {
+                    client: 2,
+                    sequence: 1,
+                    first_unanswered: 1,
+                },
+                command: Bytes::from_static(b"z"),
+            },
+            Some(5),
+        )]),
+        &mut out,
+    );
+    assert_eq!(describe(&out), vec!["#5: 5 at 4", "event 4: total 5"]);
+
+    let mut c = applier(never());
+    let mut bad = data.clone();
+    let keep = bad.len() - 1;
+    bad.truncate(keep);
+    bad.extend_from_slice(b"?");
+    let mut out = ApplyOutput::default();
+    c.handle(ApplyItem::Restore(snapshot(bad)), &mut out);
+    assert!(c
+        .stopped()
+        .unwrap()
+        .starts_with("restoring the snapshot at 3"));
+
+    let mut d = applier(never());
+    let mut out = ApplyOutput::default();
+    d.handle(
+        ApplyItem::Entries(vec![entry(
+            2,
+            EntryPayload::Unreadable("unknown entry tag 9".into()),
+            None,
+        )]),
+        &mut out,
+    );
+    assert_eq!(d.stopped(), Some("entry 2 (term 2): unknown entry tag 9"));
+    let _ = ApiError::Timeout;
+}
