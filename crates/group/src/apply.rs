@@ -301,10 +301,13 @@ impl<C: Callers> Applier<C> {
     }
 
     /// Writes a snapshot of the state as of the applied index to `sink`: the header
-    /// (kind, description, addresses), then the state machine's bytes.
+    /// (kind, description, addresses), then the state machine's bytes. A state
+    /// machine that fails to write its snapshot stops the group (callers waiting on
+    /// it hear so in `out`).
     pub fn write_snapshot(
         &mut self,
         sink: &mut dyn Write,
+        out: &mut ApplyOutput<C>,
     ) -> Result<TakenSnapshot, StateMachineError> {
         if let Some(reason) = &self.stopped {
             return Err(StateMachineError(format!("the group stopped: {reason}")));
@@ -320,7 +323,11 @@ impl<C: Callers> Applier<C> {
             bytes: 0,
         };
         counting.write_all(&header)?;
-        self.state_machine.snapshot(&mut counting)?;
+        if let Err(error) = self.state_machine.snapshot(&mut counting) {
+            let reason = format!("snapshotting at {}: {error}", self.applied);
+            self.stop(reason, out);
+            return Err(error);
+        }
         self.last_snapshot_index = self.applied;
         self.bytes_since_snapshot = 0;
         Ok(TakenSnapshot {

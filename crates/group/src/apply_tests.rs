@@ -306,7 +306,9 @@ fn snapshots_round_trip_and_bad_ones_stop_the_group() {
     );
     assert!(a.snapshot_due(), "8 bytes applied");
     let mut data = Vec::new();
-    let taken = a.write_snapshot(&mut data).unwrap();
+    let taken = a
+        .write_snapshot(&mut data, &mut ApplyOutput::default())
+        .unwrap();
     assert_eq!(taken.index, 3);
     assert_eq!(taken.bytes, data.len() as u64);
     assert!(!a.snapshot_due());

@@ -492,7 +492,12 @@ impl<S: Storage, C: Callers> GroupDriver<S, C> {
                         "node {target} is not a voter of group {group}"
                     )));
                 }
-                if target != self.raw.id() {
+                if target == self.raw.id() && self.raw.leader() == NO_NODE {
+                    // Asked to lead with no leader to hand over: campaign.
+                    self.raw.campaign();
+                } else {
+                    // A follower asks the leader (for itself too); a leader asked to
+                    // lead already does.
                     self.raw.transfer_leader(target);
                 }
                 return Ok(None);

@@ -1,224 +1,225 @@
-//! A group's apply task: owns the group's state machine, applies committed entries
-//! in log order, answers proposers, serves reads once its own applied index reaches
-//! their read index, and snapshots the state machine every
-//! `snapshot_interval_entries`.
+//! A group's apply task: runs the group's [`Applier`] (concord-group) on the node's
+//! tokio runtime, apart from the raft loop, so a slow state machine delays only its
+//! own group's answers and reads, never replication.
 //!
-//! It runs on the node's tokio runtime, apart from the raft loop, so a slow state
-//! machine delays only its own group's responses and reads, never replication.
+//! The task takes what the raft loop hands out, in order, and does the applier's IO:
+//! answers callers, publishes events to the group's local subscribers, passes
+//! commands the state machine asks for and snapshots it takes back to the loop, and
+//! records a failure that stops the group where status and metrics see it.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::Bytes;
-use concord_raft::{ConfState, Index, NodeId, Snapshot, Term};
-use tokio::sync::{mpsc, oneshot};
+use concord_group::{Answer, Applier, ApplyItem, ApplyOutput, Callers, GroupEvent};
+use concord_raft::{ConfState, Index};
+use concord_types::sync::lock;
+use concord_types::{ApiError, GroupHealth, ProposeResponse, ReadResponse};
+use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::framing::{self, Addresses};
 use crate::metrics::{GroupMetrics, NodeMetrics};
-use crate::service::{ApiError, ProposeResponse};
-use crate::state_machine::{StateMachine, StateMachineFactory};
 use crate::GroupId;
 
-/// Where a proposal's outcome goes.
-pub(crate) type ProposeReply = oneshot::Sender<Result<ProposeResponse, ApiError>>;
-/// Where a read's answer goes.
-pub(crate) type ReadReply = oneshot::Sender<Result<Bytes, ApiError>>;
+/// How the runtime names the callers waiting on a group.
+pub(crate) struct NodeCallers;
 
-/// One read waiting to be served.
-pub(crate) struct ReadRequest {
-    pub query: Bytes,
-    pub reply: ReadReply,
+impl Callers for NodeCallers {
+    type Proposal = ProposeReply;
+    type Read = ReadReply;
+    type Admin = AdminReply;
 }
 
-/// One committed entry, as the apply task sees it.
-pub(crate) enum ApplyOp {
-    /// A user command, and its proposer when this node proposed it in that term.
-    Command {
-        index: Index,
-        term: Term,
-        data: Bytes,
-        reply: Option<ProposeReply>,
-    },
-    /// A member's address (already recorded by the raft loop).
-    Address { node: NodeId, address: String },
-    /// A membership change applied by the raft loop: the membership after it.
-    Membership { conf_state: ConfState },
+/// A proposer waiting for its outcome, and when it proposed.
+pub(crate) struct ProposeReply {
+    pub reply: oneshot::Sender<Result<ProposeResponse, ApiError>>,
+    pub proposed_at: Instant,
+}
+
+impl ProposeReply {
+    pub(crate) fn new(reply: oneshot::Sender<Result<ProposeResponse, ApiError>>) -> Self {
+        ProposeReply {
+            reply,
+            proposed_at: Instant::now(),
+        }
+    }
+}
+
+/// Where a read's answer goes.
+pub(crate) type ReadReply = oneshot::Sender<Result<ReadResponse, ApiError>>;
+/// Where a membership change's outcome goes.
+pub(crate) type AdminReply = oneshot::Sender<Result<(), ApiError>>;
+
+/// Answers `answer`'s caller.
+pub(crate) fn deliver(answer: Answer<NodeCallers>) {
+    match answer {
+        Answer::Proposal(proposer, result) => {
+            let _ = proposer.reply.send(result);
+        }
+        Answer::Read(reply, result) => {
+            let _ = reply.send(result);
+        }
+        Answer::Admin(reply, result) => {
+            let _ = reply.send(result);
+        }
+    }
 }
 
 /// Work for an apply task, in log order.
-pub(crate) enum ApplyItem {
-    /// Committed entries up to `last_index` (no-ops are not listed).
-    Entries {
-        ops: Vec<ApplyOp>,
-        last_index: Index,
-    },
-    /// A snapshot received from the leader and made durable: replace the state.
-    Restore(Snapshot),
-    /// Reads confirmed at `index`: serve once applied reaches it (`index` 0: at once).
-    Read {
-        index: Index,
-        requests: Vec<ReadRequest>,
-    },
-    /// Take a snapshot now and hand it back (force_new_cluster).
-    TakeSnapshot(oneshot::Sender<TakenSnapshot>),
+pub(crate) enum ApplyWork {
+    /// What the driver handed out.
+    Item(ApplyItem<NodeCallers>),
+    /// Write a snapshot now and hand it back (force_new_cluster).
+    TakeSnapshot(oneshot::Sender<Result<TakenSnapshot, ApiError>>),
 }
 
 /// A snapshot of the state machine with where it stands.
 pub(crate) struct TakenSnapshot {
     pub index: Index,
-    pub addresses: Addresses,
-    pub state: Bytes,
+    pub conf_state: ConfState,
+    /// Framed: header, then the state machine's bytes.
+    pub data: Bytes,
 }
 
 /// What the apply task tells the raft loop.
 pub(crate) enum ApplyEvent {
-    /// A snapshot of `group` at `index` to store; `data` is framed (addresses + state).
+    /// A snapshot of `group` at `index` to store, and how far the state machine's
+    /// own state is durable (compaction never passes it).
     SnapshotTaken {
         group: GroupId,
-        index: Index,
-        conf_state: ConfState,
-        data: Bytes,
+        snapshot: TakenSnapshot,
+        durable_index: Option<Index>,
     },
+    /// Commands the state machine asked to propose.
+    Propose {
+        group: GroupId,
+        commands: Vec<Bytes>,
+    },
+    /// The group stopped on this node.
+    Stopped { group: GroupId, reason: String },
 }
 
-/// What a group's apply task starts from (its state machine restored to `applied`).
+/// Whether a group works, shared by its apply task (which stops it) and status.
+pub(crate) type SharedHealth = Arc<Mutex<GroupHealth>>;
+
+/// What a group's apply task starts from.
 pub(crate) struct ApplyStart {
     pub group: GroupId,
-    pub node_id: NodeId,
-    pub state_machine: Box<dyn StateMachine>,
-    pub applied: Index,
-    pub conf_state: ConfState,
-    pub addresses: Addresses,
-    pub snapshot_interval_entries: u64,
-    pub factory: Arc<dyn StateMachineFactory>,
+    pub node_id: u64,
+    pub applier: Applier<NodeCallers>,
     pub group_metrics: Arc<GroupMetrics>,
     pub node_metrics: Arc<NodeMetrics>,
     pub events: mpsc::UnboundedSender<ApplyEvent>,
+    pub subscribers: broadcast::Sender<GroupEvent>,
+    pub health: SharedHealth,
 }
 
-/// Runs until the raft loop drops the sending side of `items`.
-pub(crate) async fn run(start: ApplyStart, mut items: mpsc::UnboundedReceiver<ApplyItem>) {
+/// Runs until the raft loop drops the sending side of `work`.
+pub(crate) async fn run(start: ApplyStart, mut work: mpsc::UnboundedReceiver<ApplyWork>) {
     let ApplyStart {
         group,
         node_id,
-        mut state_machine,
-        mut applied,
-        mut conf_state,
-        mut addresses,
-        snapshot_interval_entries,
-        factory,
+        mut applier,
         group_metrics,
         node_metrics,
         events,
+        subscribers,
+        health,
     } = start;
-    let mut last_snapshot_index = applied;
-    // Reads waiting for the state machine to reach their index.
-    let mut waiting_reads: BTreeMap<Index, Vec<ReadRequest>> = BTreeMap::new();
-    group_metrics.applied.store(applied, Ordering::Relaxed);
-    while let Some(item) = items.recv().await {
+    group_metrics
+        .applied
+        .store(applier.applied(), Ordering::Relaxed);
+    while let Some(item) = work.recv().await {
+        let started = Instant::now();
+        let mut out = ApplyOutput::default();
         match item {
-            ApplyItem::Entries { ops, last_index } => {
-                let started = Instant::now();
-                for op in ops {
-                    match op {
-                        ApplyOp::Command {
-                            index,
-                            term,
-                            data,
-                            reply,
-                        } => {
-                            let response = state_machine.apply(index, data);
-                            if let Some(reply) = reply {
-                                let _ = reply.send(Ok(ProposeResponse {
-                                    response,
-                                    index,
-                                    term,
-                                }));
-                            }
-                        }
-                        ApplyOp::Address { node, address } => {
-                            addresses.insert(node, address);
-                        }
-                        ApplyOp::Membership { conf_state: next } => conf_state = next,
-                    }
-                }
-                applied = applied.max(last_index);
-                node_metrics.apply_latency.observe(started.elapsed());
+            ApplyWork::Item(item) => applier.handle(item, &mut out),
+            ApplyWork::TakeSnapshot(reply) => {
+                let _ = reply.send(take_snapshot(&mut applier, &mut out));
             }
-            ApplyItem::Restore(snapshot) => {
-                let (snapshot_addresses, state) = match framing::decode_snapshot(&snapshot.data) {
-                    Ok(decoded) => decoded,
-                    Err(reason) => {
-                        tracing::error!(node = node_id, group, index = snapshot.metadata.index, %reason, "cannot read installed snapshot; group stops applying");
-                        return;
-                    }
+        }
+        node_metrics.apply_latency.observe(started.elapsed());
+        for answer in out.answers {
+            if let Answer::Proposal(proposer, Ok(_)) = &answer {
+                node_metrics
+                    .commit_latency
+                    .observe(proposer.proposed_at.elapsed());
+            }
+            deliver(answer);
+        }
+        for event in out.events {
+            // No subscriber is not an error: events are delivery only.
+            let _ = subscribers.send(event);
+        }
+        if !out.proposals.is_empty() {
+            let _ = events.send(ApplyEvent::Propose {
+                group,
+                commands: out.proposals,
+            });
+        }
+        group_metrics
+            .applied
+            .store(applier.applied(), Ordering::Relaxed);
+        if applier.stopped().is_none() && applier.snapshot_due() {
+            let mut out = ApplyOutput::default();
+            let taken = take_snapshot(&mut applier, &mut out);
+            out.answers.into_iter().for_each(deliver);
+            match taken {
+                Ok(snapshot) => {
+                    tracing::info!(
+                        node = node_id,
+                        group,
+                        term = group_metrics.term.load(Ordering::Relaxed),
+                        index = snapshot.index,
+                        bytes = snapshot.data.len(),
+                        "snapshot taken"
+                    );
+                    group_metrics
+                        .snapshots_taken
+                        .fetch_add(1, Ordering::Relaxed);
+                    let durable_index = applier.state_machine().durable_index();
+                    let _ = events.send(ApplyEvent::SnapshotTaken {
+                        group,
+                        snapshot,
+                        durable_index,
+                    });
+                }
+                // A failed snapshot stopped the group: reported just below.
+                Err(error) => {
+                    tracing::error!(node = node_id, group, %error, "snapshot failed");
+                }
+            }
+        }
+        if let Some(reason) = applier.stopped() {
+            let mut health = lock(&health);
+            if *health == GroupHealth::Running {
+                tracing::error!(node = node_id, group, %reason, "the group's state machine failed; the group stops on this node");
+                *health = GroupHealth::Stopped {
+                    reason: reason.to_string(),
                 };
-                state_machine = factory.create(group);
-                if let Some(state) = state {
-                    if let Err(error) = state_machine.restore(state) {
-                        tracing::error!(node = node_id, group, index = snapshot.metadata.index, %error, "state machine refused the installed snapshot; group stops applying");
-                        return;
-                    }
-                }
-                addresses = snapshot_addresses;
-                conf_state = snapshot.metadata.conf_state.clone();
-                applied = snapshot.metadata.index;
-                last_snapshot_index = applied;
-            }
-            ApplyItem::Read { index, requests } => {
-                if index <= applied {
-                    serve_reads(&*state_machine, requests);
-                } else {
-                    waiting_reads.entry(index).or_default().extend(requests);
-                }
-            }
-            ApplyItem::TakeSnapshot(reply) => {
-                let _ = reply.send(TakenSnapshot {
-                    index: applied,
-                    addresses: addresses.clone(),
-                    state: state_machine.snapshot(),
+                group_metrics.stopped.store(1, Ordering::Relaxed);
+                let _ = events.send(ApplyEvent::Stopped {
+                    group,
+                    reason: reason.to_string(),
                 });
             }
-        }
-        group_metrics.applied.store(applied, Ordering::Relaxed);
-        while let Some(entry) = waiting_reads.first_entry() {
-            if *entry.key() > applied {
-                break;
-            }
-            serve_reads(&*state_machine, entry.remove());
-        }
-        if applied >= last_snapshot_index + snapshot_interval_entries {
-            let state = state_machine.snapshot();
-            let data = framing::encode_snapshot(&addresses, Some(&state));
-            tracing::info!(
-                node = node_id,
-                group,
-                term = group_metrics.term.load(Ordering::Relaxed),
-                index = applied,
-                bytes = data.len(),
-                "snapshot taken"
-            );
-            group_metrics
-                .snapshots_taken
-                .fetch_add(1, Ordering::Relaxed);
-            last_snapshot_index = applied;
-            let _ = events.send(ApplyEvent::SnapshotTaken {
-                group,
-                index: applied,
-                conf_state: conf_state.clone(),
-                data,
-            });
         }
     }
 }
 
-fn serve_reads(state_machine: &dyn StateMachine, requests: Vec<ReadRequest>) {
-    for request in requests {
-        let answer = state_machine
-            .query(request.query)
-            .map_err(|error| ApiError::InvalidRequest(error.to_string()));
-        let _ = request.reply.send(answer);
-    }
+/// Writes the applier's snapshot into memory: the state machine streams into one
+/// buffer that becomes the snapshot's data without another copy.
+fn take_snapshot(
+    applier: &mut Applier<NodeCallers>,
+    out: &mut ApplyOutput<NodeCallers>,
+) -> Result<TakenSnapshot, ApiError> {
+    let mut data = Vec::new();
+    let taken = applier
+        .write_snapshot(&mut data, out)
+        .map_err(|error| ApiError::Internal(format!("taking a snapshot: {error}")))?;
+    Ok(TakenSnapshot {
+        index: taken.index,
+        conf_state: taken.conf_state,
+        data: Bytes::from(data),
+    })
 }

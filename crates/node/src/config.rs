@@ -7,6 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
+use concord_group::ClientTableLimits;
 use serde::{Deserialize, Serialize};
 
 use crate::transport::TransportConfig;
@@ -86,6 +87,9 @@ pub struct NodeConfig {
 
     /// A group's state machine is snapshotted every this many applied entries.
     pub snapshot_interval_entries: u64,
+    /// ... or once this many bytes of entries were applied since the last snapshot
+    /// (0: by count only).
+    pub snapshot_interval_bytes: u64,
     /// Entries kept in the log behind a snapshot, so followers slightly behind catch up
     /// from the log instead of a snapshot.
     pub snapshot_trailing_entries: u64,
@@ -113,6 +117,18 @@ pub struct NodeConfig {
     /// Most proposals one `ProposeBatch` call may carry (clients batch concurrent
     /// proposals into such calls).
     pub propose_batch_max: u32,
+    /// Most events a group keeps for its slowest local subscriber; one further
+    /// behind misses events (it is told how many).
+    pub group_events_max: u32,
+
+    /// Most clients a group's exactly-once table keeps; registering one more evicts
+    /// the least recently active (its next request is refused, never applied twice).
+    /// Decides what applies: every node of a cluster must use the same value.
+    pub exactly_once_clients_max: u32,
+    /// Most results a group keeps per client for requests the client has not
+    /// acknowledged; a request beyond it is refused. Every node must use the same
+    /// value.
+    pub exactly_once_unanswered_max: u32,
 
     /// Largest encoded raft message sent or accepted, in bytes. Must exceed
     /// `append_bytes_max` and `snapshot_chunk_bytes_max` (plus headers).
@@ -166,6 +182,7 @@ impl Default for NodeConfig {
             snapshot_chunk_bytes_max: 1024 * 1024,
             apply_batch_bytes_max: 16 * 1024 * 1024,
             snapshot_interval_entries: 10_000,
+            snapshot_interval_bytes: 64 << 20,
             snapshot_trailing_entries: 1_000,
             forward_proposals: true,
             proposal_timeout_ms: 10_000,
@@ -175,6 +192,9 @@ impl Default for NodeConfig {
             turn_inputs_max: 8_192,
             request_bytes_max: 4 * 1024 * 1024,
             propose_batch_max: 4096,
+            group_events_max: 4096,
+            exactly_once_clients_max: ClientTableLimits::default().clients_max,
+            exactly_once_unanswered_max: ClientTableLimits::default().unanswered_per_client_max,
             message_bytes_max: transport.message_bytes_max,
             batch_messages_max: transport.batch_messages_max as u32,
             batch_bytes_max: transport.batch_bytes_max,
@@ -361,6 +381,11 @@ impl NodeConfig {
             1..=u64::MAX / 2,
         )?;
         in_range(
+            "snapshot_interval_bytes",
+            self.snapshot_interval_bytes,
+            0..=u64::MAX / 2,
+        )?;
+        in_range(
             "snapshot_trailing_entries",
             self.snapshot_trailing_entries,
             0..=u64::MAX / 2,
@@ -372,6 +397,17 @@ impl NodeConfig {
         in_range("turn_inputs_max", self.turn_inputs_max, 1..=16_777_216)?;
         in_range("request_bytes_max", self.request_bytes_max, KIB..=GIB)?;
         in_range("propose_batch_max", self.propose_batch_max, 1..=1_048_576)?;
+        in_range("group_events_max", self.group_events_max, 1..=16_777_216)?;
+        in_range(
+            "exactly_once_clients_max",
+            self.exactly_once_clients_max,
+            1..=100_000_000,
+        )?;
+        in_range(
+            "exactly_once_unanswered_max",
+            self.exactly_once_unanswered_max,
+            1..=1_000_000,
+        )?;
         in_range("message_bytes_max", self.message_bytes_max, KIB..=GIB)?;
         let needed = self.append_bytes_max.max(self.snapshot_chunk_bytes_max) + 64 * KIB;
         if self.message_bytes_max < needed {

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use concord_raft::Role;
@@ -16,6 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::lock;
 use crate::transport::TransportMetrics;
 use crate::GroupId;
 
@@ -97,6 +98,8 @@ pub struct GroupMetrics {
     pub snapshots_taken: AtomicU64,
     /// Snapshots received from a leader and installed.
     pub snapshots_installed: AtomicU64,
+    /// 1 when the group's state machine failed and the group stopped on this node.
+    pub stopped: AtomicU64,
 }
 
 impl GroupMetrics {
@@ -237,7 +240,7 @@ impl NodeMetrics {
             .map(|(&group, metrics)| (group, metrics.clone()))
             .collect();
         type Field = fn(&GroupMetrics) -> &AtomicU64;
-        let group_fields: [(&str, &str, &str, Field); 10] = [
+        let group_fields: [(&str, &str, &str, Field); 11] = [
             ("concord_group_term", "gauge", "Current term.", |m| &m.term),
             (
                 "concord_group_role",
@@ -293,6 +296,12 @@ impl NodeMetrics {
                 "Snapshots received and installed.",
                 |m| &m.snapshots_installed,
             ),
+            (
+                "concord_group_stopped",
+                "gauge",
+                "1 when the group's state machine failed and the group stopped here.",
+                |m| &m.stopped,
+            ),
         ];
         for (name, kind, help, field) in group_fields {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -325,10 +334,6 @@ impl NodeMetrics {
         }
         out
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poison| poison.into_inner())
 }
 
 /// Serves `GET /metrics` on `listener` until `shutdown` turns true. Anything else

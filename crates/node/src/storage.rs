@@ -3,6 +3,7 @@
 //! benchmarks; nothing survives a restart).
 
 use bytes::Bytes;
+use concord_group::DurableWrite;
 use concord_raft::{
     ConfState, Entry, HardState, Index, LogStore, MemStorage, RaftState, Snapshot,
     SnapshotMetadata, Storage, StorageError, Term,
@@ -66,22 +67,19 @@ impl GroupStore {
         }
     }
 
-    /// Applies one Ready's durable part to memory (the in-memory backend's "persist").
+    /// Applies a Ready's durable part to memory (the in-memory backend's "persist").
     pub(crate) fn persist_in_memory(
         storage: &mut MemStorage,
-        hard_state: Option<HardState>,
-        snapshot: Option<Snapshot>,
-        entries: &[Entry],
-        compact: Option<Index>,
+        write: &DurableWrite,
     ) -> Result<(), StorageError> {
-        if let Some(snapshot) = snapshot {
-            storage.apply_snapshot(snapshot)?;
+        if let Some(snapshot) = &write.snapshot {
+            storage.apply_snapshot(snapshot.clone())?;
         }
-        storage.append(entries)?;
-        if let Some(index) = compact {
+        storage.append(&write.entries)?;
+        if let Some(index) = write.compact {
             storage.compact(index)?;
         }
-        if let Some(hard_state) = hard_state {
+        if let Some(hard_state) = write.hard_state {
             storage.set_hard_state(hard_state)?;
         }
         Ok(())

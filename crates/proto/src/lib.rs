@@ -9,9 +9,10 @@
 //!   Errors are gRPC statuses carrying an `ErrorDetail` in a google.rpc.Status-shaped
 //!   `RpcStatus`.
 //!
-//! The code is built with protox (no `protoc` anywhere). This crate knows nothing of
-//! concord's raft types; `concord-node` converts between the two and rejects
-//! malformed input.
+//! The code is built with protox (no `protoc` anywhere). [`convert`] turns the API's
+//! messages into `concord-types` values and back, strictly (unknown enum values and
+//! missing fields are errors); the peer transport's raft messages are converted by
+//! `concord-node`.
 #![deny(missing_docs)]
 
 /// The peer transport: raft messages between nodes (`concord.transport.v1`).
@@ -28,6 +29,8 @@ pub mod api {
     /// The type URL of an [`ErrorDetail`] packed in an [`RpcStatus`]'s details.
     pub const ERROR_DETAIL_TYPE_URL: &str = "type.googleapis.com/concord.api.v1.ErrorDetail";
 }
+
+pub mod convert;
 
 /// The encoded `FileDescriptorSet` of every concord `.proto` file (with imports), for
 /// gRPC reflection and tools.

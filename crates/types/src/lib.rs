@@ -8,6 +8,7 @@
 #![deny(missing_docs)]
 
 mod error;
+pub mod sync;
 
 use bytes::Bytes;
 pub use concord_raft::{Index, NodeId, Role, Term};

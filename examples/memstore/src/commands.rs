@@ -14,26 +14,33 @@ use crate::error::{Error, Exit};
 use crate::output::emit;
 use crate::store::{Command, Previous, Query, QueryResponse};
 
-/// Longest one attempt of a read may take: a read is safe to send again, so one that
-/// hangs (its node lost the leader it asked) is abandoned for a new try.
-const READ_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Longest one attempt of a call may take: the node it went to may have died, and the
+/// client then tries another.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Pause between attempts while the cluster cannot answer yet.
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
 
-/// A client of the cluster through `peer` whose attempts last at most
-/// `attempt_timeout`, and the deadline of the whole command.
-async fn connect(
-    peer: &PeerArgs,
-    attempt_timeout: Duration,
-) -> Result<(RaftClient, Instant), Error> {
+/// A client of the cluster through the addresses of `peer` (comma-separated), whose
+/// attempts last at most [`ATTEMPT_TIMEOUT`] and whose calls are retried until
+/// `--timeout-ms`: writes under one request id, so a retry never applies twice; and
+/// the deadline of the whole command.
+async fn connect(peer: &PeerArgs) -> Result<(RaftClient, Instant), Error> {
     let deadline = Instant::now() + Duration::from_millis(peer.timeout_ms);
-    let attempt_timeout_ms = (attempt_timeout.as_millis() as u64).min(peer.timeout_ms);
+    let attempt_timeout_ms = (ATTEMPT_TIMEOUT.as_millis() as u64).min(peer.timeout_ms);
     let config = ClientConfig {
         connect_timeout_ms: attempt_timeout_ms.min(ClientConfig::default().connect_timeout_ms),
         request_timeout_ms: attempt_timeout_ms,
+        retry_deadline_ms: peer.timeout_ms,
+        retry_pause_ms: RETRY_PAUSE.as_millis() as u64,
         ..ClientConfig::default()
     };
-    let client = RaftClient::connect_with(peer.peer.clone(), config)
+    let addresses: Vec<String> = peer
+        .peer
+        .split(',')
+        .map(|address| address.trim().to_string())
+        .filter(|address| !address.is_empty())
+        .collect();
+    let client = RaftClient::connect_many(addresses, config)
         .await
         .map_err(|error| Error::failure(format!("connecting to {}", peer.peer), error))?;
     Ok((client, deadline))
@@ -61,57 +68,50 @@ where
     }
 }
 
-/// What a write retries: what the node refused without acting (no leader known,
-/// busy, dropped), and an unreachable node (the leader it was sent to is down; the
-/// client starts again from the peer given). Put and delete are idempotent, so a
-/// write that did apply before its node went away does no harm when sent again.
-fn write_retryable(error: &ApiError) -> bool {
-    error.is_retryable() || matches!(error, ApiError::Unavailable(_))
-}
-
-/// What a read retries: anything but a refusal (a read changes nothing).
-fn read_retryable(error: &ApiError) -> bool {
-    write_retryable(error) || matches!(error, ApiError::Timeout)
-}
-
-/// Proposes `command`, retrying while the cluster is electing a leader.
+/// Proposes `command`. The client retries it under one request id while the cluster
+/// elects a leader or a node dies, so it applies once; when the client cannot learn
+/// whether it applied, the command exits with [`Exit::OutcomeUnknown`].
 async fn propose(
     peer: &PeerArgs,
     command: Command,
     what: String,
 ) -> Result<(u64, Previous), Error> {
-    let (client, deadline) = connect(peer, Duration::from_millis(peer.timeout_ms)).await?;
-    let data = command.encode();
-    let applied = retry_while(deadline, write_retryable, || {
-        client.propose(DEFAULT_GROUP, data.clone())
-    })
-    .await
-    .map_err(|error| Error::failure(what.clone(), error))?;
+    let (client, _) = connect(peer).await?;
+    let applied = client
+        .propose(DEFAULT_GROUP, command.encode())
+        .await
+        .map_err(|error| {
+            let exit = if error.outcome_unknown() {
+                Exit::OutcomeUnknown
+            } else {
+                Exit::Failure
+            };
+            Error::new(exit, what.clone(), error)
+        })?;
     let previous = Previous::decode(&applied.response)
         .map_err(|error| Error::failure(what, format!("the response: {error}")))?;
     Ok((applied.index, previous))
 }
 
-/// Runs `query`, linearizable or stale, retrying while the cluster cannot answer.
+/// Runs `query`, linearizable or stale; the client retries it while the cluster
+/// cannot answer (a read changes nothing).
 async fn read(
     peer: &PeerArgs,
     query: Query,
     stale: bool,
     what: &str,
 ) -> Result<QueryResponse, Error> {
-    let (client, deadline) = connect(peer, READ_ATTEMPT_TIMEOUT).await?;
+    let (client, _) = connect(peer).await?;
     let mode = if stale {
         ReadMode::Stale
     } else {
         ReadMode::Linearizable
     };
-    let data = query.encode();
-    let answer = retry_while(deadline, read_retryable, || {
-        client.read(DEFAULT_GROUP, data.clone(), mode)
-    })
-    .await
-    .map_err(|error| Error::failure(what, error))?;
-    QueryResponse::decode(&answer)
+    let answer = client
+        .read(DEFAULT_GROUP, query.encode(), mode)
+        .await
+        .map_err(|error| Error::failure(what, error))?;
+    QueryResponse::decode(&answer.response)
         .map_err(|error| Error::failure(what, format!("the response: {error}")))
 }
 
@@ -174,7 +174,7 @@ pub async fn list(args: ListArgs, out: &mut dyn Write) -> Result<(), Error> {
 /// `memstore status`: `field value` lines, one `member` line per member.
 pub async fn status(args: PeerArgs, out: &mut dyn Write) -> Result<(), Error> {
     let what = format!("asking {} for its status", args.peer);
-    let (client, _) = connect(&args, Duration::from_millis(args.timeout_ms)).await?;
+    let (client, _) = connect(&args).await?;
     let status = client
         .status(DEFAULT_GROUP)
         .await
@@ -204,7 +204,7 @@ pub async fn status(args: PeerArgs, out: &mut dyn Write) -> Result<(), Error> {
 /// `memstore members`: `id role address` lines.
 pub async fn members(args: PeerArgs, out: &mut dyn Write) -> Result<(), Error> {
     let what = format!("asking {} for the members", args.peer);
-    let (client, _) = connect(&args, Duration::from_millis(args.timeout_ms)).await?;
+    let (client, _) = connect(&args).await?;
     let members = client
         .members(DEFAULT_GROUP)
         .await
@@ -226,8 +226,7 @@ fn member_line(member: &concord_node::Member) -> String {
 /// `memstore remove`.
 pub async fn remove(args: NodeArgs, out: &mut dyn Write) -> Result<(), Error> {
     let what = format!("removing node {} through {}", args.id, args.peer.peer);
-    let (client, deadline) =
-        connect(&args.peer, Duration::from_millis(args.peer.timeout_ms)).await?;
+    let (client, deadline) = connect(&args.peer).await?;
     retry_while(deadline, ApiError::is_retryable, || {
         client.remove(DEFAULT_GROUP, args.id)
     })
@@ -242,8 +241,7 @@ pub async fn transfer(args: NodeArgs, out: &mut dyn Write) -> Result<(), Error> 
         "making node {} the leader through {}",
         args.id, args.peer.peer
     );
-    let (client, deadline) =
-        connect(&args.peer, Duration::from_millis(args.peer.timeout_ms)).await?;
+    let (client, deadline) = connect(&args.peer).await?;
     retry_while(deadline, ApiError::is_retryable, || {
         client.transfer_leader(DEFAULT_GROUP, args.id)
     })

@@ -16,11 +16,19 @@ pub enum Exit {
     Usage,
     /// 3: `get` found no such key.
     NotFound,
+    /// 5: a write may or may not have applied: the client could not learn its outcome.
+    OutcomeUnknown,
 }
 
 impl Exit {
     /// Every exit code, in order.
-    pub const ALL: [Exit; 4] = [Exit::Success, Exit::Failure, Exit::Usage, Exit::NotFound];
+    pub const ALL: [Exit; 5] = [
+        Exit::Success,
+        Exit::Failure,
+        Exit::Usage,
+        Exit::NotFound,
+        Exit::OutcomeUnknown,
+    ];
 
     /// The process exit code.
     pub fn code(self) -> u8 {
@@ -29,6 +37,7 @@ impl Exit {
             Exit::Failure => 1,
             Exit::Usage => 2,
             Exit::NotFound => 3,
+            Exit::OutcomeUnknown => 5,
         }
     }
 
@@ -42,6 +51,11 @@ impl Exit {
             }
             Exit::Usage => "usage error: an unknown flag, a bad value, a missing argument",
             Exit::NotFound => "`get`: the key is not set",
+            Exit::OutcomeUnknown => {
+                "`put`, `delete`: the write may or may not have applied (the client kept \
+                 retrying it under one request id until --timeout-ms, but never heard); \
+                 it applied at most once"
+            }
         }
     }
 

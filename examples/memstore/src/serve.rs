@@ -4,7 +4,7 @@ use std::future::Future;
 use std::io::Write;
 use std::time::Duration;
 
-use concord_node::{ApiError, Node, NodeConfig, NodeHandle, Typed, DEFAULT_GROUP};
+use concord_node::{ApiError, GroupSpec, Node, NodeConfig, NodeHandle, Typed, DEFAULT_GROUP};
 use tokio::time::Instant;
 
 use crate::cli::ServeArgs;
@@ -15,6 +15,9 @@ use crate::store::Store;
 /// The prefix of the environment variables that override the config file
 /// (`MEMSTORE_SNAPSHOT_INTERVAL_ENTRIES=64`).
 pub const ENV_PREFIX: &str = "MEMSTORE";
+
+/// The kind of memstore's group (kept in its snapshots).
+pub const KIND: &str = "memstore";
 
 /// Pause between attempts to be admitted while the peer cannot say yes yet (no leader,
 /// another membership change under way, not up yet).
@@ -116,7 +119,7 @@ async fn become_member(node: &NodeHandle, args: &ServeArgs) -> Result<Membership
         return Ok(Membership::Resumed);
     }
     if args.bootstrap {
-        node.bootstrap(&[])
+        node.bootstrap_group(DEFAULT_GROUP, GroupSpec::new(KIND), &[])
             .await
             .map_err(|error| Error::failure("bootstrapping a new cluster", error))?;
         return Ok(Membership::Bootstrapped);
@@ -143,7 +146,8 @@ async fn become_member(node: &NodeHandle, args: &ServeArgs) -> Result<Membership
 }
 
 /// Calls `attempt` until it succeeds, fails for good, or `deadline` passes. Retries
-/// the answers that mean "not yet": no leader, busy, dropped, unreachable.
+/// the answers that mean "not yet": no leader, busy, dropped, unreachable, and a peer
+/// that is up but has not founded the group yet.
 pub async fn retry_until<T, F, Fut>(deadline: Instant, mut attempt: F) -> Result<T, ApiError>
 where
     F: FnMut() -> Fut,
@@ -152,7 +156,11 @@ where
     loop {
         match attempt().await {
             Err(error)
-                if (error.is_retryable() || matches!(error, ApiError::Unavailable(_)))
+                if (error.is_retryable()
+                    || matches!(
+                        error,
+                        ApiError::Unavailable(_) | ApiError::GroupNotFound { .. }
+                    ))
                     && Instant::now() + JOIN_RETRY_PAUSE < deadline =>
             {
                 tracing::debug!(%error, "not yet; retrying");

@@ -8,7 +8,9 @@
 use std::collections::BTreeMap;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use concord_node::{DecodeError, Index, LogEntry, StateMachineError, TypedStateMachine};
+use std::io::{Read, Write};
+
+use concord_node::{ApplyContext, DecodeError, LogEntry, StateMachineError, TypedStateMachine};
 
 /// A change to the map: what a proposal carries.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -76,7 +78,7 @@ impl TypedStateMachine for Store {
     type Query = Query;
     type QueryResponse = QueryResponse;
 
-    fn apply(&mut self, _index: Index, command: Command) -> Previous {
+    fn apply(&mut self, _context: &mut ApplyContext<'_>, command: Command) -> Previous {
         match command {
             Command::Put { key, value } => Previous(self.entries.insert(key, value)),
             Command::Delete { key } => Previous(self.entries.remove(&key)),
@@ -97,18 +99,26 @@ impl TypedStateMachine for Store {
         }
     }
 
-    fn snapshot(&self) -> Bytes {
+    fn snapshot(&self, sink: &mut dyn Write) -> std::io::Result<()> {
         let mut writer = Writer::default();
         writer.u32(SNAPSHOT_VERSION);
         writer.u64(self.entries.len() as u64);
+        sink.write_all(&writer.finish())?;
+        // One entry at a time: the sink never sees the whole map in one buffer.
         for (key, value) in &self.entries {
+            let mut writer = Writer::default();
             writer.string(key);
             writer.string(value);
+            sink.write_all(&writer.finish())?;
         }
-        writer.finish()
+        Ok(())
     }
 
-    fn restore(&mut self, snapshot: Bytes) -> Result<(), StateMachineError> {
+    fn restore(&mut self, source: &mut dyn Read) -> Result<(), StateMachineError> {
+        let mut snapshot = Vec::new();
+        source
+            .read_to_end(&mut snapshot)
+            .map_err(|error| StateMachineError(format!("reading the snapshot: {error}")))?;
         let decode = || -> Result<BTreeMap<String, String>, DecodeError> {
             let mut reader = Reader::new(&snapshot);
             let version = reader.u32()?;
@@ -386,6 +396,22 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    fn apply(store: &mut Store, index: u64, command: Command) -> Previous {
+        let mut events = Vec::new();
+        let mut context = ApplyContext::new(index, 1, None, &mut events);
+        store.apply(&mut context, command)
+    }
+
+    fn snapshot(store: &Store) -> Bytes {
+        let mut data = Vec::new();
+        store.snapshot(&mut data).unwrap();
+        Bytes::from(data)
+    }
+
+    fn restore(store: &mut Store, snapshot: Bytes) -> Result<(), StateMachineError> {
+        store.restore(&mut &snapshot[..])
+    }
+
     fn command() -> impl Strategy<Value = Command> {
         prop_oneof![
             ("[a-c]{0,3}", ".{0,8}").prop_map(|(key, value)| Command::Put { key, value }),
@@ -413,7 +439,7 @@ mod tests {
                 // Through the bytes, as the node applies it.
                 let decoded = Command::decode(&command.encode()).unwrap();
                 prop_assert_eq!(&decoded, &command);
-                let previous = store.apply(index as Index + 1, decoded);
+                let previous = apply(&mut store, index as u64 + 1, decoded);
                 prop_assert_eq!(previous, Previous(expected));
             }
             prop_assert_eq!(store.entries(), &model);
@@ -427,7 +453,7 @@ mod tests {
             prop_assert_eq!(listed, QueryResponse::Entries(expected));
 
             let mut restored = Store::default();
-            restored.restore(store.snapshot()).unwrap();
+            restore(&mut restored, snapshot(&store)).unwrap();
             prop_assert_eq!(restored, store);
         }
 
@@ -479,21 +505,22 @@ mod tests {
     #[test]
     fn bad_snapshots_are_refused() {
         let mut store = Store::default();
-        store.apply(
+        apply(
+            &mut store,
             1,
             Command::Put {
                 key: "a".into(),
                 value: "1".into(),
             },
         );
-        let good = store.snapshot();
+        let good = snapshot(&store);
         for bad in [
             Bytes::new(),
             Bytes::from_static(b"\0\0\0\x02\0\0\0\0\0\0\0\0"),
             good.slice(..good.len() - 1),
         ] {
             let mut target = store.clone();
-            assert!(target.restore(bad).is_err());
+            assert!(restore(&mut target, bad).is_err());
             assert_eq!(target, store);
         }
         let mut out_of_order = Writer::default();
@@ -503,6 +530,6 @@ mod tests {
             out_of_order.string(key);
             out_of_order.string("v");
         }
-        assert!(Store::default().restore(out_of_order.finish()).is_err());
+        assert!(restore(&mut Store::default(), out_of_order.finish()).is_err());
     }
 }

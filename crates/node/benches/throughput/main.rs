@@ -27,9 +27,10 @@ use bytes::Bytes;
 use concord_node::transport::memory::MemoryNetwork;
 use concord_node::transport::Transport;
 use concord_node::{
-    GroupId, Node, NodeConfig, NodeHandle, StateMachine, StateMachineError, DEFAULT_GROUP,
+    ApplyContext, GroupId, Node, NodeConfig, NodeHandle, StateMachine, StateMachineError,
+    DEFAULT_GROUP,
 };
-use concord_raft::{Index, Role};
+use concord_raft::Role;
 
 /// Proposer counts, one table row each.
 const PROPOSER_COUNTS: [u64; 4] = [1, 64, 256, 1024];
@@ -58,19 +59,23 @@ const PAYLOAD_BYTES: usize = 16;
 struct Discard;
 
 impl StateMachine for Discard {
-    fn apply(&mut self, _index: Index, _command: Bytes) -> Bytes {
-        Bytes::new()
+    fn apply(
+        &mut self,
+        _context: &mut ApplyContext<'_>,
+        _command: Bytes,
+    ) -> Result<Bytes, StateMachineError> {
+        Ok(Bytes::new())
     }
 
     fn query(&self, _query: Bytes) -> Result<Bytes, StateMachineError> {
         Ok(Bytes::new())
     }
 
-    fn snapshot(&self) -> Bytes {
-        Bytes::new()
+    fn snapshot(&self, _sink: &mut dyn std::io::Write) -> Result<(), StateMachineError> {
+        Ok(())
     }
 
-    fn restore(&mut self, _snapshot: Bytes) -> Result<(), StateMachineError> {
+    fn restore(&mut self, _source: &mut dyn std::io::Read) -> Result<(), StateMachineError> {
         Ok(())
     }
 }

@@ -270,7 +270,7 @@ async fn a_lost_follower_read_request_is_asked_again() {
         tokio::time::sleep(Duration::from_millis(300)).await;
         faults.heal_all();
         let (value, took) = read.await.unwrap();
-        assert_eq!(&value[..], b"v");
+        assert_eq!(&value.response[..], b"v");
         assert!(took < Duration::from_secs(5), "the read took {took:?}");
         assert_eq!(
             cluster.leader(GROUP, bound).await,

@@ -152,7 +152,7 @@ async fn follower_proposals_forward_or_redirect_and_reads_see_writes() {
                 .read(GROUP, Bytes::from_static(b"x"))
                 .await
                 .expect("read");
-            assert_eq!(value, Bytes::from_static(b"1"), "node {id}");
+            assert_eq!(value.response, Bytes::from_static(b"1"), "node {id}");
         }
         let response = cluster
             .node(2)
@@ -165,14 +165,14 @@ async fn follower_proposals_forward_or_redirect_and_reads_see_writes() {
             .read(GROUP, Bytes::from_static(b"x"))
             .await
             .unwrap();
-        assert_eq!(value, Bytes::from_static(b"3"));
+        assert_eq!(value.response, Bytes::from_static(b"3"));
         // A stale read answers from the local state machine.
         let value = cluster
             .node(1)
             .read_stale(GROUP, Bytes::from_static(b"x"))
             .await
             .unwrap();
-        assert_eq!(value, Bytes::from_static(b"3"));
+        assert_eq!(value.response, Bytes::from_static(b"3"));
 
         // The remote client: a proposal sent to node 3 follows the redirect.
         let client = RaftClient::connect(cluster.address(3)).await.unwrap();
@@ -185,7 +185,7 @@ async fn follower_proposals_forward_or_redirect_and_reads_see_writes() {
             .read(GROUP, Bytes::from_static(b"y"), ReadMode::Linearizable)
             .await
             .unwrap();
-        assert_eq!(value, Bytes::from_static(b"9"));
+        assert_eq!(value.response, Bytes::from_static(b"9"));
         let status = client.status(GROUP).await.unwrap();
         assert_eq!(status.members.len(), 3);
         assert!(status

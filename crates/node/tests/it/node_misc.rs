@@ -10,10 +10,10 @@ use concord_node::client::RaftClient;
 use concord_node::metrics::NodeMetrics;
 use concord_node::transport::{inbox, Transport, TransportConfig};
 use concord_node::{
-    ApiError, DecodeError, LogEntry, Node, NodeConfig, NodeError, StateMachineError, Typed,
-    TypedStateMachine,
+    ApiError, ApplyContext, DecodeError, LogEntry, Node, NodeConfig, NodeError, StateMachineError,
+    Typed, TypedStateMachine,
 };
-use concord_raft::{Index, Message, MessageKind};
+use concord_raft::{Message, MessageKind};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::node_support::{bounded, kv_factory, set, test_config, Network, TestCluster};
@@ -182,7 +182,7 @@ impl TypedStateMachine for Counter {
     type Query = ();
     type QueryResponse = Amount;
 
-    fn apply(&mut self, _index: Index, command: Amount) -> Amount {
+    fn apply(&mut self, _context: &mut ApplyContext<'_>, command: Amount) -> Amount {
         self.total += command.0;
         Amount(self.total)
     }
@@ -191,11 +191,13 @@ impl TypedStateMachine for Counter {
         Amount(self.total)
     }
 
-    fn snapshot(&self) -> Bytes {
-        Amount(self.total).encode()
+    fn snapshot(&self, sink: &mut dyn std::io::Write) -> std::io::Result<()> {
+        sink.write_all(&Amount(self.total).encode())
     }
 
-    fn restore(&mut self, snapshot: Bytes) -> Result<(), StateMachineError> {
+    fn restore(&mut self, source: &mut dyn std::io::Read) -> Result<(), StateMachineError> {
+        let mut snapshot = Vec::new();
+        source.read_to_end(&mut snapshot)?;
         self.total = Amount::decode(&snapshot)
             .map_err(|error| StateMachineError(error.to_string()))?
             .0;
@@ -243,20 +245,24 @@ async fn typed_state_machines_need_no_bytes() {
 struct Slow;
 
 impl concord_node::StateMachine for Slow {
-    fn apply(&mut self, _index: Index, _command: Bytes) -> Bytes {
+    fn apply(
+        &mut self,
+        _context: &mut ApplyContext<'_>,
+        _command: Bytes,
+    ) -> Result<Bytes, StateMachineError> {
         std::thread::sleep(Duration::from_millis(30));
-        Bytes::new()
+        Ok(Bytes::new())
     }
 
     fn query(&self, _query: Bytes) -> Result<Bytes, StateMachineError> {
         Ok(Bytes::new())
     }
 
-    fn snapshot(&self) -> Bytes {
-        Bytes::new()
+    fn snapshot(&self, _sink: &mut dyn std::io::Write) -> Result<(), StateMachineError> {
+        Ok(())
     }
 
-    fn restore(&mut self, _snapshot: Bytes) -> Result<(), StateMachineError> {
+    fn restore(&mut self, _source: &mut dyn std::io::Read) -> Result<(), StateMachineError> {
         Ok(())
     }
 }
@@ -284,7 +290,9 @@ async fn a_slow_state_machine_does_not_stall_replication() {
         .await
         .unwrap();
         for group in [SLOW, FAST] {
-            node.bootstrap_group(group, &[]).await.unwrap();
+            node.bootstrap_group(group, Default::default(), &[])
+                .await
+                .unwrap();
             node.campaign(group).await.unwrap();
         }
         let deadline = tokio::time::Instant::now() + BOUND;

@@ -41,14 +41,14 @@ async fn restart_from_the_data_directory_restores_state() {
                 .read(GROUP, Bytes::from(format!("k{key}")))
                 .await
                 .expect("read after restart");
-            assert_eq!(value, Bytes::from(format!("v{key}")));
+            assert_eq!(value.response, Bytes::from(format!("v{key}")));
         }
         cluster.leader(GROUP + 1, BOUND).await;
         let value = node
             .read(GROUP + 1, Bytes::from_static(b"other"))
             .await
             .unwrap();
-        assert_eq!(value, Bytes::from_static(b"group"));
+        assert_eq!(value.response, Bytes::from_static(b"group"));
         let response = node
             .propose(GROUP, crate::node_support::set("k0", "new"))
             .await

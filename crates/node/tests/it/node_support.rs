@@ -11,7 +11,8 @@ use concord_node::transport::faults::{Faults, FaultyTransport};
 use concord_node::transport::memory::MemoryNetwork;
 use concord_node::transport::{Transport, TransportMetrics};
 use concord_node::{
-    ApiError, GroupId, Node, NodeConfig, NodeHandle, StateMachine, StateMachineError,
+    ApiError, ApplyContext, GroupId, GroupSpec, Node, NodeConfig, NodeHandle, StateMachine,
+    StateMachineError,
 };
 use concord_raft::{Index, NodeId, Role};
 use tempfile::TempDir;
@@ -30,7 +31,12 @@ pub struct KvStore {
 }
 
 impl StateMachine for KvStore {
-    fn apply(&mut self, index: Index, command: Bytes) -> Bytes {
+    fn apply(
+        &mut self,
+        context: &mut ApplyContext<'_>,
+        command: Bytes,
+    ) -> Result<Bytes, StateMachineError> {
+        let index = context.index();
         assert!(
             index > self.last_index,
             "applied {index} after {}",
@@ -38,18 +44,18 @@ impl StateMachine for KvStore {
         );
         self.last_index = index;
         let Some(split) = command.iter().position(|&byte| byte == 0) else {
-            return Bytes::from_static(b"malformed");
+            return Ok(Bytes::from_static(b"malformed"));
         };
         let key = command.slice(..split);
         let value = command.slice(split + 1..);
-        self.map.insert(key, value).unwrap_or_default()
+        Ok(self.map.insert(key, value).unwrap_or_default())
     }
 
     fn query(&self, query: Bytes) -> Result<Bytes, StateMachineError> {
         Ok(self.map.get(&query).cloned().unwrap_or_default())
     }
 
-    fn snapshot(&self) -> Bytes {
+    fn snapshot(&self, sink: &mut dyn std::io::Write) -> Result<(), StateMachineError> {
         let mut data = BytesMut::new();
         data.put_u64(self.last_index);
         for (key, value) in &self.map {
@@ -58,10 +64,13 @@ impl StateMachine for KvStore {
             data.put_u32(value.len() as u32);
             data.put_slice(value);
         }
-        data.freeze()
+        Ok(sink.write_all(&data)?)
     }
 
-    fn restore(&mut self, mut snapshot: Bytes) -> Result<(), StateMachineError> {
+    fn restore(&mut self, source: &mut dyn std::io::Read) -> Result<(), StateMachineError> {
+        let mut data = Vec::new();
+        source.read_to_end(&mut data)?;
+        let mut snapshot = Bytes::from(data);
         let bad = || StateMachineError("malformed snapshot".into());
         if snapshot.remaining() < 8 {
             return Err(bad());
@@ -217,7 +226,7 @@ impl TestCluster {
         for &group in groups {
             for &id in ids {
                 self.nodes[&id]
-                    .bootstrap_group(group, &members)
+                    .bootstrap_group(group, GroupSpec::default(), &members)
                     .await
                     .expect("bootstrap");
             }
@@ -337,7 +346,7 @@ impl TestCluster {
             .read_stale(group, Bytes::copy_from_slice(key.as_bytes()))
             .await
             .expect("stale read");
-        String::from_utf8(value.to_vec()).expect("utf-8 value")
+        String::from_utf8(value.response.to_vec()).expect("utf-8 value")
     }
 }
 

@@ -6,15 +6,26 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use concord_node::client::{ClientConfig, RaftClient};
-use concord_node::service::{
-    serve, ApiError, GroupStatus, JoinTicket, Member, MemberRole, ProposeResponse, RaftApi,
-    RaftService, ReadMode,
-};
+use concord_node::service::{serve, RaftApi, RaftService};
 use concord_node::transport::grpc::TransportServer;
 use concord_node::transport::{inbox, TransportConfig, TransportMetrics};
+use concord_node::{
+    ApiError, ClientId, GroupHealth, GroupStatus, JoinTicket, Member, MemberRole, ProposeResponse,
+    ReadMode, ReadResponse, RequestId,
+};
 use concord_raft::{NodeId, Role};
 
 use crate::support::{bind, within, RunningServer};
+
+/// A client that sends each call once, without exactly-once: these tests look at the
+/// calls themselves (routing, batching, errors).
+fn single_attempt() -> ClientConfig {
+    ClientConfig {
+        exactly_once: false,
+        retry_deadline_ms: 0,
+        ..ClientConfig::default()
+    }
+}
 
 /// The group every fake serves.
 const GROUP: u64 = 1;
@@ -33,6 +44,18 @@ struct FakeNode {
     calls: Mutex<Vec<String>>,
     /// The size of every `propose_batch` call, in order.
     batches: Mutex<Vec<usize>>,
+    /// Clients registered, and the request ids proposals came with.
+    clients: Mutex<Vec<ClientId>>,
+    requests: Mutex<Vec<RequestId>>,
+    /// A minimal exactly-once table: the first answer of each request.
+    answered: Mutex<std::collections::HashMap<(ClientId, u64), ProposeResponse>>,
+    /// Clients the table has forgotten (evicted).
+    forgotten: Mutex<std::collections::HashSet<ClientId>>,
+    /// The next this many proposals apply, but their answers are lost on the way
+    /// back (the client sees the connection reset).
+    lose_replies: Mutex<u32>,
+    /// Losing an answer also makes the table forget the client.
+    forget_when_losing: Mutex<bool>,
 }
 
 impl FakeNode {
@@ -68,39 +91,92 @@ impl FakeNode {
 }
 
 impl RaftApi for FakeNode {
-    async fn propose(&self, group: u64, data: Bytes) -> Result<ProposeResponse, ApiError> {
+    async fn propose(
+        &self,
+        group: u64,
+        data: Bytes,
+        request: Option<RequestId>,
+    ) -> Result<ProposeResponse, ApiError> {
         self.admit(group, format!("propose {data:?}")).await?;
-        let mut log = self.log.lock().unwrap();
-        log.push(data.clone());
-        let mut response = data.to_vec();
-        response.reverse();
-        Ok(ProposeResponse {
-            response: response.into(),
-            index: log.len() as u64,
-            term: 3,
-        })
+        if let Some(request) = request {
+            self.requests.lock().unwrap().push(request);
+            if self.forgotten.lock().unwrap().contains(&request.client) {
+                return Err(ApiError::ClientUnknown {
+                    client: request.client,
+                });
+            }
+        }
+        let key = request.map(|request| (request.client, request.sequence));
+        let cached = key.and_then(|key| self.answered.lock().unwrap().get(&key).cloned());
+        let applied = match cached {
+            Some(applied) => applied,
+            None => {
+                let mut log = self.log.lock().unwrap();
+                log.push(data.clone());
+                let mut response = data.to_vec();
+                response.reverse();
+                let applied = ProposeResponse {
+                    response: response.into(),
+                    index: log.len() as u64,
+                    term: 3,
+                };
+                if let Some(key) = key {
+                    self.answered.lock().unwrap().insert(key, applied.clone());
+                }
+                applied
+            }
+        };
+        let mut lose = self.lose_replies.lock().unwrap();
+        if *lose > 0 {
+            *lose -= 1;
+            if let (Some(request), true) = (request, *self.forget_when_losing.lock().unwrap()) {
+                self.forgotten.lock().unwrap().insert(request.client);
+            }
+            return Err(ApiError::Unavailable("connection reset by peer".into()));
+        }
+        Ok(applied)
     }
 
     async fn propose_batch(
         &self,
-        proposals: Vec<(u64, Bytes)>,
+        proposals: Vec<(u64, Bytes, Option<RequestId>)>,
     ) -> Vec<Result<ProposeResponse, ApiError>> {
         self.batches.lock().unwrap().push(proposals.len());
-        if proposals.iter().any(|(_, data)| data.as_ref() == b"slow") {
+        if proposals
+            .iter()
+            .any(|(_, data, _)| data.as_ref() == b"slow")
+        {
             tokio::time::sleep(SLOW_PROPOSAL).await;
         }
         let mut results = Vec::new();
-        for (group, data) in proposals {
-            results.push(self.propose(group, data).await);
+        for (group, data, request) in proposals {
+            results.push(self.propose(group, data, request).await);
         }
         results
     }
 
-    async fn read(&self, group: u64, query: Bytes, mode: ReadMode) -> Result<Bytes, ApiError> {
+    async fn register_client(&self, group: u64) -> Result<ClientId, ApiError> {
+        self.admit(group, "register_client".into()).await?;
+        let mut clients = self.clients.lock().unwrap();
+        let client = 100 + clients.len() as u64;
+        clients.push(client);
+        Ok(client)
+    }
+
+    async fn read(
+        &self,
+        group: u64,
+        query: Bytes,
+        mode: ReadMode,
+    ) -> Result<ReadResponse, ApiError> {
         self.admit(group, format!("read {query:?} {mode:?}"))
             .await?;
         let log = self.log.lock().unwrap();
-        Ok(Bytes::from(format!("{} entries", log.len())))
+        Ok(ReadResponse {
+            response: Bytes::from(format!("{} entries", log.len())),
+            index: log.len() as u64,
+            term: 3,
+        })
     }
 
     async fn status(&self, group: u64) -> Result<GroupStatus, ApiError> {
@@ -114,6 +190,7 @@ impl RaftApi for FakeNode {
             commit: 5,
             applied: 4,
             members: vec![self.member()],
+            health: GroupHealth::Running,
         })
     }
 
@@ -191,6 +268,12 @@ impl Served {
             log: Mutex::new(Vec::new()),
             calls: Mutex::new(Vec::new()),
             batches: Mutex::new(Vec::new()),
+            clients: Mutex::new(Vec::new()),
+            requests: Mutex::new(Vec::new()),
+            answered: Mutex::new(std::collections::HashMap::new()),
+            forgotten: Mutex::new(std::collections::HashSet::new()),
+            lose_replies: Mutex::new(0),
+            forget_when_losing: Mutex::new(false),
         });
         let config = TransportConfig::default();
         let (sender, _receiver) = inbox(&config);
@@ -220,9 +303,12 @@ impl Served {
 #[tokio::test]
 async fn client_round_trips_every_call() {
     let leader = Served::start(1).await;
-    let client = within("connect", RaftClient::connect(leader.address()))
-        .await
-        .unwrap();
+    let client = within(
+        "connect",
+        RaftClient::connect_with(leader.address(), single_attempt()),
+    )
+    .await
+    .unwrap();
 
     let applied = within("propose", client.propose(GROUP, Bytes::from_static(b"abc")))
         .await
@@ -241,7 +327,7 @@ async fn client_round_trips_every_call() {
     )
     .await
     .unwrap();
-    assert_eq!(read, Bytes::from_static(b"1 entries"));
+    assert_eq!(read.response, Bytes::from_static(b"1 entries"));
     within(
         "stale read",
         client.read(GROUP, Bytes::from_static(b"s"), ReadMode::Stale),
@@ -304,9 +390,12 @@ async fn client_follows_not_leader_redirects() {
     let follower = Served::start(1).await;
     let leader = Served::start(2).await;
     follower.redirect_to(&leader);
-    let client = within("connect", RaftClient::connect(follower.address()))
-        .await
-        .unwrap();
+    let client = within(
+        "connect",
+        RaftClient::connect_with(follower.address(), single_attempt()),
+    )
+    .await
+    .unwrap();
 
     let applied = within("propose", client.propose(GROUP, Bytes::from_static(b"x")))
         .await
@@ -342,7 +431,7 @@ async fn redirects_are_bounded() {
     two.redirect_to(&one);
     let config = ClientConfig {
         redirects_max: 3,
-        ..ClientConfig::default()
+        ..single_attempt()
     };
     let client = within("connect", RaftClient::connect_with(one.address(), config))
         .await
@@ -377,7 +466,7 @@ async fn errors_reach_the_client_intact() {
     let node = Served::start(1).await;
     let config = ClientConfig {
         request_timeout_ms: 200,
-        ..ClientConfig::default()
+        ..single_attempt()
     };
     let client = within("connect", RaftClient::connect_with(node.address(), config))
         .await
@@ -424,7 +513,11 @@ async fn errors_reach_the_client_intact() {
 
     let (listener, dead) = bind().await;
     drop(listener);
-    let unreachable = within("dead address", RaftClient::connect(dead.to_string())).await;
+    let unreachable = within(
+        "dead address",
+        RaftClient::connect_with(dead.to_string(), single_attempt()),
+    )
+    .await;
     assert!(matches!(unreachable, Err(ApiError::Unavailable(_))));
     node.server.stop().await;
 }
@@ -469,7 +562,7 @@ async fn concurrent_proposals_share_batch_calls() {
     let node = Served::start(1).await;
     let config = ClientConfig {
         propose_batch_max: 16,
-        ..ClientConfig::default()
+        ..single_attempt()
     };
     let (client, slow) = behind_a_slow_call(&node, config).await;
     let proposals: Vec<_> = (0..40u32)
@@ -500,7 +593,7 @@ async fn concurrent_proposals_share_batch_calls() {
 #[tokio::test]
 async fn a_batch_answers_each_proposal_on_its_own() {
     let node = Served::start(1).await;
-    let (client, slow) = behind_a_slow_call(&node, ClientConfig::default()).await;
+    let (client, slow) = behind_a_slow_call(&node, single_attempt()).await;
     let good = spawn_propose(&client, GROUP, b"ok");
     let unknown = spawn_propose(&client, 99, b"lost");
     within("slow", slow).await.unwrap().unwrap();
@@ -521,7 +614,7 @@ async fn batching_can_be_turned_off() {
     let node = Served::start(1).await;
     let config = ClientConfig {
         propose_batch_max: 1,
-        ..ClientConfig::default()
+        ..single_attempt()
     };
     let client = within("connect", RaftClient::connect_with(node.address(), config))
         .await
@@ -534,7 +627,7 @@ async fn batching_can_be_turned_off() {
 
     let config = ClientConfig {
         propose_batch_max: 0,
-        ..ClientConfig::default()
+        ..single_attempt()
     };
     let refused = within("connect", RaftClient::connect_with(node.address(), config)).await;
     assert!(
@@ -562,6 +655,7 @@ async fn an_oversized_batch_is_refused() {
     let proposal = |data: &'static [u8]| concord_proto::api::ProposeRequest {
         group: GROUP,
         data: Bytes::from_static(data),
+        request: None,
     };
     let status = within(
         "five proposals",
@@ -599,7 +693,7 @@ async fn batches_stay_under_their_byte_limit() {
     let config = ClientConfig {
         // 40 B of data plus framing: three fit, a fourth does not.
         propose_batch_bytes_max: 200,
-        ..ClientConfig::default()
+        ..single_attempt()
     };
     let (client, slow) = behind_a_slow_call(&node, config).await;
     let mut proposals: Vec<_> = (0..7)
@@ -619,7 +713,7 @@ async fn batches_stay_under_their_byte_limit() {
 #[tokio::test]
 async fn abandoned_proposals_are_not_sent() {
     let node = Served::start(1).await;
-    let (client, slow) = behind_a_slow_call(&node, ClientConfig::default()).await;
+    let (client, slow) = behind_a_slow_call(&node, single_attempt()).await;
     let abandoned = tokio::time::timeout(
         Duration::from_millis(20),
         client.propose(GROUP, Bytes::from_static(b"abandoned")),
@@ -634,5 +728,104 @@ async fn abandoned_proposals_are_not_sent() {
         log,
         vec![Bytes::from_static(b"slow"), Bytes::from_static(b"kept")]
     );
+    node.server.stop().await;
+}
+
+/// Exactly-once from the client's side. A proposal whose answer is lost is sent
+/// again with the same request id until answered, and the group (here a fake keeping
+/// first answers) applies it once; the client numbers its requests and acknowledges
+/// the ones answered. When the answer never comes, the client says the outcome is
+/// unknown, never success.
+#[tokio::test]
+async fn lost_answers_are_retried_under_one_request_id() {
+    let node = Served::start(1).await;
+    let config = ClientConfig {
+        retry_pause_ms: 10,
+        retry_deadline_ms: 2_000,
+        ..ClientConfig::default()
+    };
+    let client = within("connect", RaftClient::connect_with(node.address(), config))
+        .await
+        .unwrap();
+    *node.node.lose_replies.lock().unwrap() = 2;
+    let applied = within("propose", client.propose(GROUP, Bytes::from_static(b"ab")))
+        .await
+        .unwrap();
+    assert_eq!((&applied.response[..], applied.index), (&b"ba"[..], 1));
+    let second = within("propose", client.propose(GROUP, Bytes::from_static(b"c")))
+        .await
+        .unwrap();
+    assert_eq!(second.index, 2);
+    assert_eq!(
+        node.node.log.lock().unwrap().clone(),
+        vec![Bytes::from_static(b"ab"), Bytes::from_static(b"c")],
+        "each proposal applied once"
+    );
+    let id = |sequence, first_unanswered| RequestId {
+        client: 100,
+        sequence,
+        first_unanswered,
+    };
+    assert_eq!(
+        node.node.requests.lock().unwrap().clone(),
+        vec![id(1, 1), id(1, 1), id(1, 1), id(2, 2)]
+    );
+    assert_eq!(node.node.clients.lock().unwrap().clone(), vec![100]);
+
+    *node.node.lose_replies.lock().unwrap() = u32::MAX;
+    let short = ClientConfig {
+        retry_pause_ms: 10,
+        retry_deadline_ms: 200,
+        ..ClientConfig::default()
+    };
+    let client = within("connect", RaftClient::connect_with(node.address(), short))
+        .await
+        .unwrap();
+    let error = within("propose", client.propose(GROUP, Bytes::from_static(b"d")))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, ApiError::OutcomeUnknown(_)), "{error}");
+    assert_eq!(node.node.log.lock().unwrap().len(), 3, "applied once");
+    node.server.stop().await;
+}
+
+/// A group that forgot the client (its table entry was evicted) refuses the request
+/// without applying it. With nothing in doubt the client registers again and the
+/// proposal goes through; after an attempt whose outcome is unknown, the client can
+/// no longer know whether it applied, and says so.
+#[tokio::test]
+async fn a_forgotten_client_starts_over_only_when_nothing_is_in_doubt() {
+    let node = Served::start(1).await;
+    let config = ClientConfig {
+        retry_pause_ms: 10,
+        retry_deadline_ms: 2_000,
+        ..ClientConfig::default()
+    };
+    let client = within("connect", RaftClient::connect_with(node.address(), config))
+        .await
+        .unwrap();
+    within("first", client.propose(GROUP, Bytes::from_static(b"a")))
+        .await
+        .unwrap();
+    node.node.forgotten.lock().unwrap().insert(100);
+    let applied = within(
+        "after eviction",
+        client.propose(GROUP, Bytes::from_static(b"b")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(applied.index, 2);
+    assert_eq!(node.node.clients.lock().unwrap().clone(), vec![100, 101]);
+
+    *node.node.lose_replies.lock().unwrap() = 1;
+    *node.node.forget_when_losing.lock().unwrap() = true;
+    let error = within("in doubt", client.propose(GROUP, Bytes::from_static(b"c")))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, ApiError::OutcomeUnknown(reason) if reason.contains("forgot client 101")),
+        "{error}"
+    );
+    assert_eq!(node.node.log.lock().unwrap().len(), 3);
     node.server.stop().await;
 }

@@ -64,7 +64,7 @@ async fn entries(address: &str, mode: ReadMode) -> BTreeMap<String, String> {
         .read(DEFAULT_GROUP, query.encode(), mode)
         .await
         .unwrap();
-    match QueryResponse::decode(&answer).unwrap() {
+    match QueryResponse::decode(&answer.response).unwrap() {
         QueryResponse::Entries(entries) => entries.into_iter().collect(),
         other => panic!("a list answered {other:?}"),
     }
