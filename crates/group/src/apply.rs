@@ -72,8 +72,8 @@ pub struct CommittedEntry<C: Callers> {
     pub term: Term,
     /// What it holds.
     pub payload: EntryPayload,
-    /// Bytes of the entry's data (for the snapshot trigger).
-    pub bytes: u64,
+    /// The entry's data as it is in the log (`payload` is read from it).
+    pub data: Bytes,
     /// Who waits for its outcome here.
     pub proposer: Option<C::Proposal>,
 }
@@ -465,7 +465,7 @@ impl<C: Callers> Applier<C> {
             Ok(answer) => {
                 self.applied = index;
                 self.applied_term = term;
-                self.bytes_since_snapshot += entry.bytes;
+                self.bytes_since_snapshot += entry.data.len() as u64;
                 out.events
                     .extend(events.into_iter().map(|event| GroupEvent::Applied {
                         index,

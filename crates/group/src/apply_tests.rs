@@ -97,7 +97,7 @@ fn entry(index: u64, payload: EntryPayload, proposer: Option<u64>) -> CommittedE
         index,
         term: 2,
         payload,
-        bytes: 4,
+        data: Bytes::from_static(b"abcd"),
         proposer,
     }
 }

@@ -56,6 +56,10 @@ pub enum DriverBug {
     /// is durable (breaking step 4 of the contract): a vote or an acknowledged entry
     /// can be lost in a crash after the peer counted it.
     SendPersistedEarly,
+    /// Hand confirmed reads to the applier to serve at once, without waiting for the
+    /// state machine to apply up to their read index (thesis §6.4 step 4): a follower
+    /// behind its leader answers stale values.
+    ServeReadsBeforeApply,
 }
 
 /// How a driver behaves. Times are in ticks of the group's clock.
@@ -359,14 +363,16 @@ impl<S: Storage, C: Callers> GroupDriver<S, C> {
         self.held.is_some()
     }
 
-    /// True when [`GroupDriver::take_ready`] has something to do.
+    /// True when [`GroupDriver::take_ready`] has something to do. (Reads waiting for
+    /// a leader to be known are not work until one is.)
     pub fn has_work(&self) -> bool {
+        let leader_known = self.raw.role() == Role::Leader || self.raw.leader() != NO_NODE;
         self.held.is_none()
             && (self.raw.has_ready()
                 || self.pending_compact.is_some()
                 || !self.queued_proposals.is_empty()
                 || !self.queued_reads.is_empty()
-                || !self.reads_to_retry.is_empty())
+                || (leader_known && !self.reads_to_retry.is_empty()))
     }
 
     /// The `NotLeader` error for this node, with the leader's address when known.
@@ -397,6 +403,11 @@ impl<S: Storage, C: Callers> GroupDriver<S, C> {
     /// Handles a message from a peer.
     pub fn step(&mut self, message: Message) -> Result<(), concord_raft::Error> {
         self.raw.step(message)
+    }
+
+    /// The transport could not reach `node`: stop pipelining to it until it answers.
+    pub fn report_unreachable(&mut self, node: NodeId) {
+        self.raw.report_unreachable(node);
     }
 
     /// Advances the group's clock one tick: the core's timers, then reads and
@@ -453,6 +464,14 @@ impl<S: Storage, C: Callers> GroupDriver<S, C> {
     pub fn propose_untracked(&mut self, data: Bytes) -> Result<LogPosition, ApiError> {
         self.raw
             .propose(data)
+            .map_err(|error| self.with_address(error.into()))
+    }
+
+    /// Proposes a membership change now, with nobody waiting for it (any shape the core
+    /// accepts: joint changes included).
+    pub fn propose_conf_change(&mut self, change: &ConfChange) -> Result<LogPosition, ApiError> {
+        self.raw
+            .propose_conf_change(change)
             .map_err(|error| self.with_address(error.into()))
     }
 
@@ -662,8 +681,13 @@ impl<S: Storage, C: Callers> GroupDriver<S, C> {
                 continue;
             };
             if let Some(pending) = self.pending_reads.remove(&u64::from_be_bytes(context)) {
+                let index = if self.config.has_bug(DriverBug::ServeReadsBeforeApply) {
+                    0
+                } else {
+                    read_state.index
+                };
                 out.apply.push(ApplyItem::Reads {
-                    index: read_state.index,
+                    index,
                     term,
                     reads: pending.reads,
                 });
@@ -826,7 +850,6 @@ impl<S: Storage, C: Callers> GroupDriver<S, C> {
                 self.handed_index
             );
             self.handed_index = entry.index;
-            let bytes = entry.data.len() as u64;
             let payload = match entry.kind {
                 EntryKind::Normal => match framing::decode_payload(&entry.data) {
                     Payload::Noop => {
@@ -862,7 +885,7 @@ impl<S: Storage, C: Callers> GroupDriver<S, C> {
                 index: entry.index,
                 term: entry.term,
                 payload,
-                bytes,
+                data: entry.data,
                 proposer,
             });
         }

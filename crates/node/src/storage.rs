@@ -4,11 +4,9 @@
 
 use bytes::Bytes;
 use concord_group::DurableWrite;
-use concord_raft::{
-    ConfState, Entry, HardState, Index, LogStore, MemStorage, RaftState, Snapshot,
-    SnapshotMetadata, Storage, StorageError, Term,
-};
-use concord_storage::{GroupStorage, Log};
+use concord_raft::{ConfState, HardState, MemStorage, Snapshot, SnapshotMetadata, StorageError};
+pub(crate) use concord_storage::GroupStore;
+use concord_storage::Log;
 
 /// The node's storage.
 #[derive(Clone, Debug)]
@@ -18,120 +16,6 @@ pub enum StorageBackend {
     Durable(Log),
     /// Memory only: fast, and gone when the node stops.
     Memory,
-}
-
-/// One group's log, as the raft core reads it and the raft loop writes it.
-pub(crate) struct GroupStore {
-    backend: GroupBackend,
-    /// The membership a restart starts from. The durable log reports the membership
-    /// of its last bootstrapped or installed snapshot; after a snapshot the node took
-    /// itself, restart must use that snapshot's membership (crates/raft/README.md,
-    /// "Restarting"), so the node passes it here.
-    restart_conf_state: Option<ConfState>,
-}
-
-enum GroupBackend {
-    Durable(GroupStorage),
-    /// Boxed: a `MemStorage` is far larger than a `GroupStorage` handle.
-    Memory(Box<MemStorage>),
-}
-
-impl GroupStore {
-    pub(crate) fn durable(storage: GroupStorage, restart_conf_state: Option<ConfState>) -> Self {
-        GroupStore {
-            backend: GroupBackend::Durable(storage),
-            restart_conf_state,
-        }
-    }
-
-    pub(crate) fn memory(storage: MemStorage) -> Self {
-        GroupStore {
-            backend: GroupBackend::Memory(Box::new(storage)),
-            restart_conf_state: None,
-        }
-    }
-
-    /// The durable log, when this group is in one.
-    pub(crate) fn log(&self) -> Option<&Log> {
-        match &self.backend {
-            GroupBackend::Durable(storage) => Some(storage.log()),
-            GroupBackend::Memory(_) => None,
-        }
-    }
-
-    /// The in-memory log, when this group is in memory.
-    pub(crate) fn memory_mut(&mut self) -> Option<&mut MemStorage> {
-        match &mut self.backend {
-            GroupBackend::Durable(_) => None,
-            GroupBackend::Memory(storage) => Some(storage),
-        }
-    }
-
-    /// Applies a Ready's durable part to memory (the in-memory backend's "persist").
-    pub(crate) fn persist_in_memory(
-        storage: &mut MemStorage,
-        write: &DurableWrite,
-    ) -> Result<(), StorageError> {
-        if let Some(snapshot) = &write.snapshot {
-            storage.apply_snapshot(snapshot.clone())?;
-        }
-        storage.append(&write.entries)?;
-        if let Some(index) = write.compact {
-            storage.compact(index)?;
-        }
-        if let Some(hard_state) = write.hard_state {
-            storage.set_hard_state(hard_state)?;
-        }
-        Ok(())
-    }
-}
-
-impl Storage for GroupStore {
-    fn initial_state(&self) -> Result<RaftState, StorageError> {
-        let mut state = match &self.backend {
-            GroupBackend::Durable(storage) => storage.initial_state()?,
-            GroupBackend::Memory(storage) => storage.initial_state()?,
-        };
-        if let Some(conf_state) = &self.restart_conf_state {
-            state.conf_state = conf_state.clone();
-        }
-        Ok(state)
-    }
-
-    fn entries(&self, low: Index, high: Index, max_bytes: u64) -> Result<Vec<Entry>, StorageError> {
-        match &self.backend {
-            GroupBackend::Durable(storage) => storage.entries(low, high, max_bytes),
-            GroupBackend::Memory(storage) => storage.entries(low, high, max_bytes),
-        }
-    }
-
-    fn term(&self, index: Index) -> Result<Term, StorageError> {
-        match &self.backend {
-            GroupBackend::Durable(storage) => storage.term(index),
-            GroupBackend::Memory(storage) => storage.term(index),
-        }
-    }
-
-    fn first_index(&self) -> Result<Index, StorageError> {
-        match &self.backend {
-            GroupBackend::Durable(storage) => storage.first_index(),
-            GroupBackend::Memory(storage) => storage.first_index(),
-        }
-    }
-
-    fn last_index(&self) -> Result<Index, StorageError> {
-        match &self.backend {
-            GroupBackend::Durable(storage) => storage.last_index(),
-            GroupBackend::Memory(storage) => storage.last_index(),
-        }
-    }
-
-    fn snapshot(&self, request_index: Index) -> Result<Snapshot, StorageError> {
-        match &self.backend {
-            GroupBackend::Durable(storage) => storage.snapshot(request_index),
-            GroupBackend::Memory(storage) => storage.snapshot(request_index),
-        }
-    }
 }
 
 /// A bootstrap snapshot at index 1 holding the founding membership and addresses.
@@ -153,4 +37,18 @@ pub(crate) fn bootstrap_hard_state() -> HardState {
         vote: concord_raft::NO_NODE,
         commit: concord_raft::storage::BOOTSTRAP_INDEX,
     }
+}
+
+/// Applies a Ready's durable part to memory (the in-memory backend's "persist").
+pub(crate) fn persist_in_memory(
+    storage: &mut MemStorage,
+    write: &DurableWrite,
+) -> Result<(), StorageError> {
+    GroupStore::persist_in_memory(
+        storage,
+        write.hard_state,
+        write.snapshot.clone(),
+        &write.entries,
+        write.compact,
+    )
 }

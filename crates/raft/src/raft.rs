@@ -183,14 +183,23 @@ impl<S: Storage> Raft<S> {
         }
         raft.term = hard_state.term;
         raft.vote = hard_state.vote;
-        if config.applied > 0 {
-            if config.applied > raft.log.committed() {
+        if config.applied > raft.log.committed() {
+            // The contract lets a driver write a commit-only hard state lazily and
+            // restart at its latest snapshot, which may be ahead of the commit index
+            // on disk: a snapshot holds only committed state, so its index is
+            // committed (crates/raft/README.md, step 3).
+            let snapshot_index = raft.log.store.snapshot(0)?.metadata.index;
+            if config.applied > snapshot_index || config.applied > raft.log.last_index() {
                 return Err(Error::Config(format!(
-                    "applied ({}) is beyond the commit index ({}) in storage",
+                    "applied ({}) is beyond the commit index ({}) and the latest snapshot \
+                     ({snapshot_index}) in storage",
                     config.applied,
                     raft.log.committed()
                 )));
             }
+            raft.log.commit_to(config.applied);
+        }
+        if config.applied > 0 {
             raft.log.applied_to(config.applied);
         }
         raft.become_follower(raft.term, NO_NODE);

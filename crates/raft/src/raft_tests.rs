@@ -398,6 +398,36 @@ fn follower_in_lease_ignores_vote_requests() {
     assert!(outbox(net.node(2)).is_empty());
 }
 
+/// Contract step 3 lets a driver write a hard state that changes only the commit
+/// index lazily, and restart at its latest snapshot: a node that snapshotted at 5 and
+/// crashed before its commit index (4 on disk) was written again restarts with
+/// `applied` 5, committed at least 5 (a snapshot holds only committed state). Asking
+/// for more than the snapshot is still refused. (The simulator running concord-node's
+/// driver found the refusal, seed 3.)
+#[test]
+fn restart_at_a_snapshot_ahead_of_the_durable_commit_index() {
+    let entries: Vec<Entry> = (2..=7).map(|index| entry(index, 1, b"x")).collect();
+    let mut storage = storage_with(&[1, 2, 3], &entries, hard_state(1, 0, 4));
+    storage
+        .create_snapshot(
+            5,
+            ConfState::with_voters([1, 2, 3]),
+            Bytes::from_static(b"s"),
+        )
+        .unwrap();
+    storage.compact(3).unwrap();
+    let mut config = config(1);
+    config.applied = 5;
+    let n = RawNode::new(&config, storage.clone()).unwrap();
+    assert_eq!((n.status().commit, n.status().applied), (5, 5));
+    config.applied = 6;
+    let refused = RawNode::new(&config, storage).err().unwrap();
+    assert!(
+        refused.to_string().contains("latest snapshot (5)"),
+        "{refused}"
+    );
+}
+
 /// Raft paper Figure 2, RequestVote: "reply false if term < currentTerm", with the
 /// current term in the reply. A candidate of an older term learns the term and steps
 /// down to follower, and the rejection still carries the commit hint.

@@ -1,30 +1,35 @@
-//! The client oracle: simulated clients of the key-value store, each with one
-//! operation in flight, whose every invocation and response goes into a
-//! [`History`] for the linearizability checker.
+//! The client oracle: simulated clients of one group's key-value store, each with one
+//! operation in flight, whose every invocation and response goes into a [`History`]
+//! for the linearizability checker.
 //!
-//! A write is a [`Command`] proposed on the node the client believes leads. It
-//! completes when *that node* applies an entry at the proposal's [`LogPosition`] with
-//! the same term: that entry is the proposal, and the response is what applying it
-//! returned (for a retried request, the first application's response, from the
-//! session table). A different term at that index means the proposal was lost, and
-//! the client proposes the same request again. A refusal (`NotLeader`) sends the client
-//! to the hinted leader, or to a random node. An attempt that hears nothing for
-//! `client_attempt_timeout_ticks` is retried elsewhere with the same request number,
-//! which the session table makes safe. After `client_timeout_ticks` the client gives
-//! up: the operation's outcome is unknown (it may still take effect, at most once),
-//! and the client goes on with a new request number.
+//! They behave as concord's client does, through the same server-side code: a client
+//! registers with the group's exactly-once table (through the log) before its first
+//! write, and sends every write with a `RequestId` — its client id, a request number,
+//! and the lowest number it has not seen answered. A write whose outcome is in doubt
+//! (no answer in `client_attempt_timeout_ticks`, the node crashed, an
+//! `OutcomeUnknown`, `Timeout` or `Unavailable` answer) is sent again, to another node
+//! if need be, with the same number: the group applies it at most once and answers a
+//! repeat from its table. A refusal (`NotLeader`) sends the client to the named leader.
+//! An answer to any attempt of the current request completes it. After
+//! `client_timeout_ticks` the client gives up: the operation's outcome is unknown (it
+//! may still take effect, at most once), and the client goes on with the next number,
+//! telling the group it will never ask again. A group that forgot the client (its
+//! table entry evicted) refuses the request without applying it: with nothing in doubt
+//! the client registers again and retries; otherwise the outcome is unknown.
 //!
-//! A read asks a node for a read index (the leader, or a random node for follower
-//! reads) and completes when that node's state machine has applied up to it.
+//! A read asks a node for a linearizable read (the believed leader, or a random node
+//! for follower reads) and completes with the value the node's state machine answered.
 
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use concord_raft::{LogPosition, NodeId, ProposeError};
+use concord_raft::NodeId;
+use concord_storage::GroupId;
+use concord_types::{ApiError, RequestId};
 
-use crate::cluster::{Cluster, ClusterEvent};
+use crate::cluster::{Answer, Cluster, ClusterEvent};
 use crate::history::{ClientId, History, Op, OpId, Response};
-use crate::kv::{Applied, Command};
+use crate::kv::{decode_response, encode_op, get_query};
 use crate::network::{Time, TICK_INSTANTS};
 use crate::params::Params;
 use crate::rng::Rng;
@@ -73,32 +78,29 @@ pub struct ClientStats {
     pub completed: u64,
     /// Operations given up on (outcome unknown).
     pub unknown: u64,
-    /// Attempts sent (proposals and read-index requests).
+    /// Attempts sent (registrations, proposals and reads).
     pub attempts: u64,
-    /// Attempts refused at once.
+    /// Attempts refused or failed.
     pub refused: u64,
+    /// Registrations with the exactly-once table.
+    pub registrations: u64,
+    /// Writes answered from the exactly-once table or applied once after being sent
+    /// more than once.
+    pub retried_writes: u64,
 }
 
-/// A proposal accepted by a node, which may yet be applied.
+/// What a client is waiting for.
 #[derive(Clone, Copy, Debug)]
-struct WriteAttempt {
-    node: NodeId,
-    incarnation: u64,
-    position: LogPosition,
-}
-
-#[derive(Clone, Debug)]
 enum Attempt {
     /// Nothing in flight; send the next attempt at `retry_at`.
     Idle { retry_at: Time },
-    /// A proposal is in flight (see `Current::writes`); retry at `until`.
-    Write { until: Time },
-    /// A read is in flight on `node` under `tag`; retry at `until`.
-    Read {
+    /// An attempt (registration, write or read) is in flight on `node` under `tag`;
+    /// retry at `until`.
+    Sent {
         node: NodeId,
-        incarnation: u64,
         tag: u64,
         until: Time,
+        registering: bool,
     },
 }
 
@@ -106,17 +108,24 @@ enum Attempt {
 struct Current {
     op_id: OpId,
     op: Op,
-    request: u64,
+    /// The request number of a write, once it has one.
+    sequence: Option<u64>,
     deadline: Time,
     attempt: Attempt,
-    /// Every accepted proposal of this request, any of which may complete it.
-    writes: Vec<WriteAttempt>,
+    /// Tags of every write attempt of this request: an answer to any completes it.
+    write_tags: Vec<u64>,
+    /// Some attempt's outcome is unknown: the write may have applied.
+    in_doubt: bool,
+    /// Times the write was sent.
+    sends: u32,
 }
 
 #[derive(Clone, Debug)]
 struct Client {
     id: ClientId,
-    next_request: u64,
+    /// The group's id for this client, once registered.
+    registered: Option<u64>,
+    next_sequence: u64,
     /// The node believed to lead (0: none known).
     target: NodeId,
     idle_until: Time,
@@ -125,9 +134,10 @@ struct Client {
     last_seen: BTreeMap<Bytes, Option<Bytes>>,
 }
 
-/// The clients and their history.
+/// The clients of one group and their history.
 #[derive(Debug)]
 pub struct ClientOracle {
+    group: GroupId,
     settings: ClientSettings,
     clients: Vec<Client>,
     keys: Vec<Bytes>,
@@ -139,12 +149,13 @@ pub struct ClientOracle {
 }
 
 impl ClientOracle {
-    /// Clients behaving as `settings` says, drawing from `rng`.
-    pub fn new(settings: ClientSettings, rng: Rng) -> ClientOracle {
+    /// Clients of `group` behaving as `settings` says, drawing from `rng`.
+    pub fn new(group: GroupId, settings: ClientSettings, rng: Rng) -> ClientOracle {
         let clients = (1..=settings.clients as ClientId)
             .map(|id| Client {
                 id,
-                next_request: 1,
+                registered: None,
+                next_sequence: 1,
                 target: 0,
                 idle_until: 0,
                 current: None,
@@ -155,15 +166,22 @@ impl ClientOracle {
             .map(|key| Bytes::from(format!("k{key}")))
             .collect();
         ClientOracle {
+            group,
             settings,
             clients,
             keys,
             history: History::new(),
             rng,
-            next_tag: 1,
+            // Tags are unique across every group's oracle: the group is in the top bits.
+            next_tag: group << 40,
             accepting_new: true,
             stats: ClientStats::default(),
         }
+    }
+
+    /// The group the clients use.
+    pub fn group(&self) -> GroupId {
+        self.group
     }
 
     /// The history so far.
@@ -186,141 +204,174 @@ impl ClientOracle {
         self.clients.iter().any(|client| client.current.is_some())
     }
 
-    /// Takes the cluster's events and completes what they complete.
-    pub fn on_events(&mut self, cluster: &mut Cluster) {
-        for event in cluster.take_events() {
-            let trace = cluster.trace_mut();
-            match event {
-                ClusterEvent::Applied {
-                    node,
-                    incarnation,
-                    time,
-                    index,
-                    term,
-                    applied,
-                } => self.on_applied(trace, node, incarnation, time, index, term, applied),
-                ClusterEvent::ReadServed {
-                    node,
-                    incarnation,
-                    time,
-                    tag,
-                    value,
-                    ..
-                } => self.on_read_served(trace, node, incarnation, time, tag, value),
-                ClusterEvent::Crashed { node, time } => self.on_crashed(node, time),
-            }
+    /// Hands the oracle one cluster event (answers for other groups are ignored).
+    pub fn on_event(&mut self, trace: &mut Trace, event: &ClusterEvent) {
+        match event {
+            ClusterEvent::Answered {
+                group,
+                node,
+                time,
+                tag,
+                answer,
+                ..
+            } if *group == self.group => self.on_answer(trace, *node, *time, *tag, answer),
+            ClusterEvent::Answered { .. } => {}
+            ClusterEvent::Crashed { node, time } => self.on_crashed(*node, *time),
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn on_applied(
+    fn on_answer(
         &mut self,
         trace: &mut Trace,
         node: NodeId,
-        incarnation: u64,
         time: Time,
-        index: u64,
-        term: u64,
-        applied: Applied,
+        tag: u64,
+        answer: &Answer,
     ) {
-        let mut completed = Vec::new();
-        for client in &mut self.clients {
-            let Some(current) = &mut client.current else {
-                continue;
-            };
-            let Some(position) = current.writes.iter().position(|write| {
-                write.node == node
-                    && write.incarnation == incarnation
-                    && write.position.index == index
-            }) else {
-                continue;
-            };
-            let write = current.writes[position];
-            let ours = write.position.term == term
-                && matches!(&applied, Applied::Command { client: id, request, .. }
-                    if *id == client.id && *request == current.request);
-            if !ours {
-                // Another entry took that index: this proposal is lost for good.
-                current.writes.swap_remove(position);
-                if current.writes.is_empty() && matches!(current.attempt, Attempt::Write { .. }) {
-                    current.attempt = Attempt::Idle { retry_at: time };
-                }
-                continue;
-            }
-            let Applied::Command {
-                response: Some(response),
+        let Some(index) = self.clients.iter().position(|client| {
+            client.current.as_ref().is_some_and(|current| {
+                current.write_tags.contains(&tag)
+                    || matches!(current.attempt, Attempt::Sent { tag: sent, .. } if sent == tag)
+            })
+        }) else {
+            // An answer to an attempt the client gave up on.
+            return;
+        };
+        let think = self.rng.between(0, self.settings.think_ticks_max) * TICK_INSTANTS;
+        let client = &mut self.clients[index];
+        let current = client.current.as_mut().expect("matched");
+        let latest = matches!(current.attempt, Attempt::Sent { tag: sent, .. } if sent == tag);
+        let registering = matches!(
+            current.attempt,
+            Attempt::Sent {
+                registering: true,
                 ..
-            } = applied.clone()
-            else {
-                panic!(
-                    "client {}: own entry at {index} applied without a response: {applied:?}",
-                    client.id
-                );
-            };
-            let op_id = current.op_id;
-            if let (Op::Cas { key, new, .. }, Response::Cas(true)) = (&current.op, &response) {
-                client.last_seen.insert(key.clone(), Some(new.clone()));
             }
-            self.history.complete(op_id, response, time);
-            self.stats.completed += 1;
-            completed.push((op_id, time));
-            client.current = None;
-            client.target = node;
-            client.idle_until =
-                time + self.rng.between(0, self.settings.think_ticks_max) * TICK_INSTANTS;
-        }
-        for (op_id, time) in completed {
-            self.trace_completion(trace, op_id, time);
+        );
+        let retry_now = Attempt::Idle { retry_at: time };
+        let backoff = Attempt::Idle {
+            retry_at: time + TICK_INSTANTS,
+        };
+        match answer {
+            Answer::Proposal(Ok(applied)) if registering && latest => {
+                let Ok(id) = <[u8; 8]>::try_from(&applied.response[..]) else {
+                    panic!(
+                        "client {}: a registration answered {:?}",
+                        client.id, applied.response
+                    );
+                };
+                client.registered = Some(u64::from_be_bytes(id));
+                client.target = node;
+                current.attempt = retry_now;
+                self.stats.registrations += 1;
+            }
+            Answer::Proposal(Err(error)) if registering && latest => {
+                self.stats.refused += 1;
+                client.target = redirect(error, node);
+                current.attempt = if client.target != 0 {
+                    retry_now
+                } else {
+                    backoff
+                };
+            }
+            Answer::Proposal(Ok(applied)) => {
+                let response = decode_response(&applied.response).unwrap_or_else(|| {
+                    panic!(
+                        "client {}: a write answered {:?}, not a response",
+                        client.id, applied.response
+                    )
+                });
+                if current.sends > 1 {
+                    self.stats.retried_writes += 1;
+                }
+                let op_id = current.op_id;
+                if let (Op::Cas { key, new, .. }, Response::Cas(true)) = (&current.op, &response) {
+                    client.last_seen.insert(key.clone(), Some(new.clone()));
+                }
+                client.target = node;
+                client.current = None;
+                client.idle_until = time + think;
+                self.history.complete(op_id, response, time);
+                self.stats.completed += 1;
+                self.trace_completion(trace, op_id, time);
+            }
+            Answer::Proposal(Err(ApiError::ClientUnknown { .. })) => {
+                // The group forgot this client: nothing of this attempt applied.
+                self.stats.refused += 1;
+                client.registered = None;
+                if current.in_doubt {
+                    let op_id = current.op_id;
+                    client.current = None;
+                    client.idle_until = time + think;
+                    self.history.unknown(op_id);
+                    self.stats.unknown += 1;
+                    self.trace_completion(trace, op_id, time);
+                } else {
+                    // Start over: a new session, a new number.
+                    current.sequence = None;
+                    current.write_tags.clear();
+                    current.attempt = retry_now;
+                }
+            }
+            Answer::Proposal(Err(error)) if latest => {
+                self.stats.refused += 1;
+                match error {
+                    ApiError::InvalidRequest(reason) => panic!(
+                        "client {}: the group refused request {:?} as invalid: {reason}",
+                        client.id, current.sequence
+                    ),
+                    error if error.outcome_unknown() => current.in_doubt = true,
+                    _ => {}
+                }
+                client.target = redirect(error, node);
+                current.attempt = if client.target != 0 {
+                    retry_now
+                } else {
+                    backoff
+                };
+            }
+            Answer::Proposal(Err(error)) => {
+                // A late answer to an earlier attempt of this request.
+                if error.outcome_unknown() {
+                    current.in_doubt = true;
+                }
+            }
+            Answer::Read(Ok(read)) if latest => {
+                let Some(Response::Value(value)) = decode_response(&read.response) else {
+                    panic!("client {}: a read answered {:?}", client.id, read.response);
+                };
+                let op_id = current.op_id;
+                if let Op::Get { key } = &current.op {
+                    client.last_seen.insert(key.clone(), value.clone());
+                }
+                client.current = None;
+                client.idle_until = time + think;
+                self.history.complete(op_id, Response::Value(value), time);
+                self.stats.completed += 1;
+                self.trace_completion(trace, op_id, time);
+            }
+            Answer::Read(Err(error)) if latest => {
+                self.stats.refused += 1;
+                client.target = redirect(error, node);
+                current.attempt = if client.target != 0 {
+                    retry_now
+                } else {
+                    backoff
+                };
+            }
+            Answer::Read(_) | Answer::Admin(_) => {}
         }
     }
 
     fn trace_completion(&self, trace: &mut Trace, op_id: OpId, time: Time) {
         let operation = self.history.operation(op_id);
+        let group = self.group;
         trace.record(
             time,
             TraceLevel::Events,
-            &[70, operation.client, op_id.index() as u64],
-            || format!("client {}: {operation}", operation.client),
+            &[70, group, operation.client, op_id.index() as u64],
+            || format!("group {group} client {}: {operation}", operation.client),
         );
-    }
-
-    fn on_read_served(
-        &mut self,
-        trace: &mut Trace,
-        node: NodeId,
-        incarnation: u64,
-        time: Time,
-        tag: u64,
-        value: Option<Bytes>,
-    ) {
-        for client in &mut self.clients {
-            let Some(current) = &client.current else {
-                continue;
-            };
-            let Attempt::Read {
-                node: read_node,
-                incarnation: read_incarnation,
-                tag: read_tag,
-                ..
-            } = current.attempt
-            else {
-                continue;
-            };
-            if read_tag != tag || read_node != node || read_incarnation != incarnation {
-                continue;
-            }
-            if let Op::Get { key } = &current.op {
-                client.last_seen.insert(key.clone(), value.clone());
-            }
-            let op_id = current.op_id;
-            self.history.complete(op_id, Response::Value(value), time);
-            self.stats.completed += 1;
-            client.current = None;
-            client.idle_until =
-                time + self.rng.between(0, self.settings.think_ticks_max) * TICK_INSTANTS;
-            self.trace_completion(trace, op_id, time);
-            return;
-        }
     }
 
     fn on_crashed(&mut self, node: NodeId, time: Time) {
@@ -328,17 +379,19 @@ impl ClientOracle {
             let Some(current) = &mut client.current else {
                 continue;
             };
-            current.writes.retain(|write| write.node != node);
-            let stalled = match current.attempt {
-                Attempt::Read {
-                    node: read_node, ..
-                } => read_node == node,
-                Attempt::Write { .. } => current.writes.is_empty(),
-                Attempt::Idle { .. } => false,
-            };
-            if stalled {
-                current.attempt = Attempt::Idle { retry_at: time };
-                client.target = 0;
+            if let Attempt::Sent {
+                node: sent_to,
+                registering,
+                ..
+            } = current.attempt
+            {
+                if sent_to == node {
+                    if current.sequence.is_some() && !registering {
+                        current.in_doubt = true;
+                    }
+                    current.attempt = Attempt::Idle { retry_at: time };
+                    client.target = 0;
+                }
             }
         }
     }
@@ -371,11 +424,14 @@ impl ClientOracle {
             let current = client.current.as_mut().expect("set above");
             let due = match current.attempt {
                 Attempt::Idle { retry_at } => now >= retry_at,
-                Attempt::Write { until } | Attempt::Read { until, .. } => now >= until,
+                Attempt::Sent { until, .. } => now >= until,
             };
             if due {
-                if !matches!(current.attempt, Attempt::Idle { .. }) {
-                    // Silent for too long: try another node.
+                if let Attempt::Sent { registering, .. } = current.attempt {
+                    // Silent for too long: the attempt may yet apply; try another node.
+                    if current.sequence.is_some() && !registering {
+                        current.in_doubt = true;
+                    }
                     client.target = 0;
                 }
                 self.send_attempt(index, cluster);
@@ -386,9 +442,7 @@ impl ClientOracle {
     fn invoke(&mut self, trace: &mut Trace, index: usize, now: Time) {
         let key = self.rng.pick(&self.keys).expect("at least one key").clone();
         let client = &mut self.clients[index];
-        let request = client.next_request;
-        client.next_request += 1;
-        let tag = format!("{}.{};", client.id, request);
+        let tag = format!("{}.{};", client.id, client.next_sequence);
         let op = if self.rng.chance(self.settings.read_ppm) {
             Op::Get { key }
         } else {
@@ -413,20 +467,22 @@ impl ClientOracle {
         };
         let op_id = self.history.invoke(client.id, op.clone(), now);
         self.stats.invoked += 1;
-        let client_id = client.id;
+        let (client_id, group) = (client.id, self.group);
         trace.record(
             now,
             TraceLevel::Events,
-            &[71, client_id, op_id.index() as u64],
-            || format!("client {client_id}: invokes {op_id}: {op} (request {request})"),
+            &[71, group, client_id, op_id.index() as u64],
+            || format!("group {group} client {client_id}: invokes {op_id}: {op}"),
         );
         client.current = Some(Current {
             op_id,
             op,
-            request,
+            sequence: None,
             deadline: now + self.settings.timeout_ticks * TICK_INSTANTS,
             attempt: Attempt::Idle { retry_at: now },
-            writes: Vec::new(),
+            write_tags: Vec::new(),
+            in_doubt: false,
+            sends: 0,
         });
     }
 
@@ -437,81 +493,79 @@ impl ClientOracle {
 
     fn send_attempt(&mut self, index: usize, cluster: &mut Cluster) {
         let now = cluster.now();
-        let attempt_ticks = self.settings.attempt_timeout_ticks;
+        let until = now + self.settings.attempt_timeout_ticks * TICK_INSTANTS;
         let mut target = self.clients[index].target;
         if target == 0 {
             target = self.pick_node(cluster);
         }
-        if self.clients[index]
+        let is_read = self.clients[index]
             .current
             .as_ref()
             .expect("in flight")
             .op
-            .is_read()
-            && self.rng.chance(self.settings.follower_read_ppm)
-        {
+            .is_read();
+        if is_read && self.rng.chance(self.settings.follower_read_ppm) {
             target = self.pick_node(cluster);
         }
-        let current = self.clients[index].current.as_ref().expect("in flight");
-        let is_read = current.op.is_read();
-        let result = if is_read {
-            let tag = self.next_tag;
-            self.next_tag += 1;
-            cluster
-                .read_index(target, tag, current.op.key())
-                .map(|()| Attempt::Read {
-                    node: target,
-                    incarnation: cluster.incarnation(target),
-                    tag,
-                    until: now + attempt_ticks * TICK_INSTANTS,
-                })
-        } else {
-            let command = Command {
-                client: self.clients[index].id,
-                request: current.request,
-                op: current.op.clone(),
-            };
-            cluster
-                .propose_on(target, command.encode())
-                .map(|position| {
-                    let write = WriteAttempt {
-                        node: target,
-                        incarnation: cluster.incarnation(target),
-                        position,
-                    };
-                    self.clients[index]
-                        .current
-                        .as_mut()
-                        .expect("in flight")
-                        .writes
-                        .push(write);
-                    Attempt::Write {
-                        until: now + attempt_ticks * TICK_INSTANTS,
-                    }
-                })
-        };
+        let tag = self.next_tag;
+        self.next_tag += 1;
         self.stats.attempts += 1;
+        let group = self.group;
         let client = &mut self.clients[index];
+        client.target = target;
         let current = client.current.as_mut().expect("in flight");
-        match result {
-            Ok(attempt) => {
-                current.attempt = attempt;
-                client.target = target;
-            }
-            Err(error) => {
-                self.stats.refused += 1;
-                let (next_target, backoff_ticks) = match error {
-                    ProposeError::NotLeader {
-                        leader_hint: Some(leader),
-                    } if leader != target => (leader, 0),
-                    ProposeError::NotLeader { .. } => (0, 1),
-                    _ => (target, 1 + self.rng.below(3)),
-                };
-                client.target = next_target;
-                current.attempt = Attempt::Idle {
-                    retry_at: now + backoff_ticks * TICK_INSTANTS,
-                };
-            }
+        if is_read {
+            current.attempt = Attempt::Sent {
+                node: target,
+                tag,
+                until,
+                registering: false,
+            };
+            let query = get_query(current.op.key());
+            cluster.read(group, target, tag, query);
+            return;
         }
+        let Some(client_id) = client.registered else {
+            current.attempt = Attempt::Sent {
+                node: target,
+                tag,
+                until,
+                registering: true,
+            };
+            cluster.register_client(group, target, tag);
+            return;
+        };
+        let sequence = *current.sequence.get_or_insert_with(|| {
+            let sequence = client.next_sequence;
+            client.next_sequence += 1;
+            sequence
+        });
+        // One request at a time: every earlier one is done with.
+        let request = RequestId {
+            client: client_id,
+            sequence,
+            first_unanswered: sequence,
+        };
+        current.attempt = Attempt::Sent {
+            node: target,
+            tag,
+            until,
+            registering: false,
+        };
+        current.write_tags.push(tag);
+        current.sends += 1;
+        let command = encode_op(&current.op);
+        cluster.propose_request(group, target, tag, request, command);
+    }
+}
+
+/// Where to go after `error` from `node`: the leader it names, else anywhere.
+fn redirect(error: &ApiError, node: NodeId) -> NodeId {
+    match error {
+        ApiError::NotLeader {
+            leader: Some(leader),
+            ..
+        } if *leader != node => *leader,
+        _ => 0,
     }
 }

@@ -1,11 +1,13 @@
 //! The fault scheduler of a randomized run: each tick it may change the partition,
-//! crash a node (and restart it later), ask the leader for a membership change or a
-//! leader transfer, make a node campaign, and let nodes snapshot and compact.
-//! At the end of the safety phase it heals everything for the liveness phase.
+//! crash a node (and restart it later), ask a group's leader for a membership change
+//! or a leader transfer, make a node campaign, and let nodes snapshot and compact
+//! their groups. At the end of the safety phase it heals everything for the liveness
+//! phase.
 
 use std::collections::BTreeMap;
 
 use concord_raft::{ConfChange, ConfChangeKind, ConfChangeSingle, ConfChangeTransition, NodeId};
+use concord_storage::GroupId;
 
 use crate::cluster::Cluster;
 use crate::network::TICK_INSTANTS;
@@ -67,39 +69,52 @@ impl FaultScheduler {
             self.change_partition(cluster);
         }
         if self.rng.chance(self.params.membership_change_ppm) {
-            self.change_membership(cluster);
+            let group = self.pick_group(cluster);
+            self.change_membership(cluster, group);
         }
-        self.finish_explicit_joint(cluster);
+        for group in cluster.group_ids() {
+            self.finish_explicit_joint(cluster, group);
+        }
         if self.rng.chance(self.params.leader_transfer_ppm) {
-            if let Some(leader) = cluster.leader() {
+            let group = self.pick_group(cluster);
+            if let Some(leader) = cluster.leader_in(group) {
                 let voters = cluster
-                    .view(leader)
+                    .view_in(group, leader)
                     .map(|view| view.conf_state.voters)
                     .unwrap_or_default();
                 if let Some(&target) = self.rng.pick(&voters) {
-                    cluster.transfer_leader(leader, target);
+                    cluster.transfer_leader_in(group, leader, target);
                 }
             }
         }
         if self.rng.chance(self.params.campaign_ppm) {
+            let group = self.pick_group(cluster);
             let ids = cluster.node_ids();
             if let Some(&id) = self.rng.pick(&ids) {
-                cluster.campaign(id);
+                cluster.campaign_in(group, id);
             }
         }
         if self.params.snapshot_interval_entries > 0 {
-            for id in cluster.node_ids() {
-                let (Some(applied), Some(snapshot)) =
-                    (cluster.applied_index(id), cluster.snapshot_index(id))
-                else {
-                    continue;
-                };
-                if applied >= snapshot + self.params.snapshot_interval_entries {
-                    let keep = self.rng.between(0, self.params.snapshot_keep_entries_max);
-                    cluster.snapshot(id, keep);
+            for group in cluster.group_ids() {
+                for id in cluster.node_ids() {
+                    let (Some(applied), Some(snapshot)) = (
+                        cluster.applied_index_in(group, id),
+                        cluster.snapshot_index_in(group, id),
+                    ) else {
+                        continue;
+                    };
+                    if applied >= snapshot + self.params.snapshot_interval_entries {
+                        let keep = self.rng.between(0, self.params.snapshot_keep_entries_max);
+                        cluster.snapshot_in(group, id, keep);
+                    }
                 }
             }
         }
+    }
+
+    fn pick_group(&mut self, cluster: &Cluster) -> GroupId {
+        let groups = cluster.group_ids();
+        *self.rng.pick(&groups).expect("at least one group")
     }
 
     fn change_partition(&mut self, cluster: &mut Cluster) {
@@ -142,12 +157,13 @@ impl FaultScheduler {
         }
     }
 
-    /// Asks the leader for a random membership change within the pool of node ids.
-    fn change_membership(&mut self, cluster: &mut Cluster) {
-        let Some(leader) = cluster.leader() else {
+    /// Asks `group`'s leader for a random membership change within the pool of node
+    /// ids.
+    fn change_membership(&mut self, cluster: &mut Cluster, group: GroupId) {
+        let Some(leader) = cluster.leader_in(group) else {
             return;
         };
-        let Some(view) = cluster.view(leader) else {
+        let Some(view) = cluster.view_in(group, leader) else {
             return;
         };
         let conf = view.conf_state;
@@ -210,21 +226,21 @@ impl FaultScheduler {
             }
         };
         if let Some(change) = change {
-            let _ = cluster.propose_conf_change(leader, &change);
+            let _ = cluster.propose_conf_change_in(group, leader, &change);
         }
     }
 
     /// A joint configuration entered with `JointExplicit` stays until someone proposes
     /// leaving it: the leader is asked now and then.
-    fn finish_explicit_joint(&mut self, cluster: &mut Cluster) {
-        let Some(leader) = cluster.leader() else {
+    fn finish_explicit_joint(&mut self, cluster: &mut Cluster, group: GroupId) {
+        let Some(leader) = cluster.leader_in(group) else {
             return;
         };
-        let Some(view) = cluster.view(leader) else {
+        let Some(view) = cluster.view_in(group, leader) else {
             return;
         };
         if view.conf_state.is_joint() && !view.conf_state.auto_leave && self.rng.chance(100_000) {
-            let _ = cluster.propose_conf_change(leader, &ConfChange::leave_joint());
+            let _ = cluster.propose_conf_change_in(group, leader, &ConfChange::leave_joint());
         }
     }
 
@@ -253,29 +269,35 @@ impl FaultScheduler {
         }
     }
 
-    /// Shuts down, for good, every node outside the latest membership once every voter
-    /// of that membership has applied it, as a careful operator would (Raft thesis
-    /// §4.2.2: removed servers are shut down once the change is in force). A removed
-    /// node that never learnt of its removal could otherwise disrupt elections forever
-    /// without pre-vote or check-quorum (thesis §4.2.3).
-    /// A retired node that a later change adds back is restarted.
+    /// Shuts down, for good, each group on every node outside the group's latest
+    /// membership once every voter of that membership has applied it, as a careful
+    /// operator would (Raft thesis §4.2.2: removed servers are shut down once the
+    /// change is in force). A removed node that never learnt of its removal could
+    /// otherwise disrupt elections forever without pre-vote or check-quorum (thesis
+    /// §4.2.3). A group retired on a node that a later change adds back is started
+    /// again.
     pub fn retire_removed(&mut self, cluster: &mut Cluster) {
-        let (index, conf) = cluster.latest_conf_state();
-        let members = conf.all_nodes();
-        for &id in &members {
+        for id in cluster.node_ids() {
             cluster.restart(id);
         }
-        let applied_everywhere = conf.voters.iter().chain(&conf.voters_outgoing).all(|&id| {
-            cluster
-                .applied_index(id)
-                .is_some_and(|applied| applied >= index)
-        });
-        if !applied_everywhere {
-            return;
-        }
-        for id in cluster.node_ids() {
-            if !members.contains(&id) && cluster.is_up(id) {
-                cluster.crash(id);
+        for group in cluster.group_ids() {
+            let (index, conf) = cluster.latest_conf_state_in(group);
+            let members = conf.all_nodes();
+            for &id in &members {
+                cluster.unretire(id, group);
+            }
+            let applied_everywhere = conf.voters.iter().chain(&conf.voters_outgoing).all(|&id| {
+                cluster
+                    .applied_index_in(group, id)
+                    .is_some_and(|applied| applied >= index)
+            });
+            if !applied_everywhere {
+                continue;
+            }
+            for id in cluster.node_ids() {
+                if !members.contains(&id) && !cluster.is_retired(id, group) {
+                    cluster.retire(id, group);
+                }
             }
         }
     }

@@ -1,134 +1,153 @@
-//! The replicated state machine the simulator runs on every node: a small key-value map
-//! with exactly-once commands, and its snapshot format.
+//! The replicated state machine the simulator runs in every group: a small key-value
+//! map, run by concord-group's `Applier` exactly as the runtime runs a state machine.
 //!
-//! A command carries `(client id, request number)`. Each client has one operation in
-//! flight at a time and numbers its requests upwards, so a session table keeping each
-//! client's latest request number and response is enough to apply every command at most
-//! once: a command at or below the latest number is a retry and is not applied again
-//! (the same number answers with the cached response). Reads go through
-//! `read_index`, not the log.
+//! Exactly-once is the shipping code's: the map embeds concord-group's
+//! [`ClientTable`] (clients register through the log and send each request with a
+//! `RequestId`; the applier answers repeats from the table). Reads are queries served
+//! through ReadIndex, not the log.
 //!
-//! Every applied entry (commands, no-ops, membership changes) is folded into a running
-//! digest, so two nodes that applied the same log prefix hold the same digest: the
-//! state-machine-safety checker compares digests instead of whole maps.
+//! Every command applied is folded into a running digest with its index and term, so
+//! two nodes that applied the same commands at the same indexes hold the same digest:
+//! the state-machine-safety checker compares digests instead of whole maps. The digest
+//! travels in the snapshot.
 
 use std::collections::BTreeMap;
+use std::io::{Read, Write};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use concord_raft::{Entry, EntryKind, Index, Term};
+use concord_group::{
+    ApplyContext, ClientTable, ClientTableLimits, StateMachine, StateMachineError,
+};
 
-use crate::history::{ClientId, Op, Response};
+use crate::history::{Op, Response};
 use crate::rng::{hash_bytes, hash_words};
 
-/// The first byte of an encoded [`Command`].
-const COMMAND_TAG: u8 = b'K';
 /// The first byte of an encoded snapshot.
 const SNAPSHOT_TAG: u8 = b'S';
 /// The version byte that follows [`SNAPSHOT_TAG`].
-const SNAPSHOT_VERSION: u8 = 1;
+const SNAPSHOT_VERSION: u8 = 2;
 
-/// A client's write as it travels in a log entry.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Command {
-    /// The client that sent it.
-    pub client: ClientId,
-    /// The client's request number: unique per client, increasing.
-    pub request: u64,
-    /// The write (`Op::Get` never goes through the log).
-    pub op: Op,
+/// A query: the value of a key.
+const QUERY_GET: u8 = 0;
+/// A query: the state's digest (for the checkers).
+const QUERY_DIGEST: u8 = 1;
+
+/// Encodes a write as: op kind u8, key (u16 length), then the op's values (u32 length
+/// each; a `Cas` expectation is preceded by a presence byte).
+pub fn encode_op(op: &Op) -> Bytes {
+    let mut buf = BytesMut::with_capacity(16 + op.key().len());
+    let put_key = |buf: &mut BytesMut, key: &Bytes| {
+        buf.put_u16(key.len() as u16);
+        buf.put_slice(key);
+    };
+    let put_value = |buf: &mut BytesMut, value: &Bytes| {
+        buf.put_u32(value.len() as u32);
+        buf.put_slice(value);
+    };
+    match op {
+        Op::Put { key, value } => {
+            buf.put_u8(0);
+            put_key(&mut buf, key);
+            put_value(&mut buf, value);
+        }
+        Op::Append { key, suffix } => {
+            buf.put_u8(1);
+            put_key(&mut buf, key);
+            put_value(&mut buf, suffix);
+        }
+        Op::Cas { key, expected, new } => {
+            buf.put_u8(2);
+            put_key(&mut buf, key);
+            match expected {
+                Some(expected) => {
+                    buf.put_u8(1);
+                    put_value(&mut buf, expected);
+                }
+                None => buf.put_u8(0),
+            }
+            put_value(&mut buf, new);
+        }
+        Op::Get { key } => {
+            buf.put_u8(3);
+            put_key(&mut buf, key);
+        }
+    }
+    buf.freeze()
 }
 
-impl Command {
-    /// Encodes as: tag, client u64, request u64, op kind u8, key (u16 length), then the
-    /// op's values (u32 length each; a `Cas` expectation is preceded by a presence byte).
-    pub fn encode(&self) -> Bytes {
-        let mut buf = BytesMut::with_capacity(32 + self.op.key().len());
-        buf.put_u8(COMMAND_TAG);
-        buf.put_u64(self.client);
-        buf.put_u64(self.request);
-        let put_key = |buf: &mut BytesMut, key: &Bytes| {
-            buf.put_u16(key.len() as u16);
-            buf.put_slice(key);
-        };
-        let put_value = |buf: &mut BytesMut, value: &Bytes| {
-            buf.put_u32(value.len() as u32);
-            buf.put_slice(value);
-        };
-        match &self.op {
-            Op::Put { key, value } => {
-                buf.put_u8(0);
-                put_key(&mut buf, key);
-                put_value(&mut buf, value);
-            }
-            Op::Append { key, suffix } => {
-                buf.put_u8(1);
-                put_key(&mut buf, key);
-                put_value(&mut buf, suffix);
-            }
-            Op::Cas { key, expected, new } => {
-                buf.put_u8(2);
-                put_key(&mut buf, key);
-                match expected {
-                    Some(expected) => {
-                        buf.put_u8(1);
-                        put_value(&mut buf, expected);
-                    }
-                    None => buf.put_u8(0),
-                }
-                put_value(&mut buf, new);
-            }
-            Op::Get { key } => {
-                buf.put_u8(3);
-                put_key(&mut buf, key);
+/// Decodes what [`encode_op`] wrote; `None` for anything else (an opaque command
+/// proposed by a test, say).
+pub fn decode_op(data: &Bytes) -> Option<Op> {
+    let mut reader = Reader { data: data.clone() };
+    let kind = reader.u8()?;
+    let key = reader.bytes16()?;
+    let op = match kind {
+        0 => Op::Put {
+            key,
+            value: reader.bytes32()?,
+        },
+        1 => Op::Append {
+            key,
+            suffix: reader.bytes32()?,
+        },
+        2 => {
+            let expected = match reader.u8()? {
+                0 => None,
+                1 => Some(reader.bytes32()?),
+                _ => return None,
+            };
+            Op::Cas {
+                key,
+                expected,
+                new: reader.bytes32()?,
             }
         }
-        buf.freeze()
-    }
+        3 => Op::Get { key },
+        _ => return None,
+    };
+    reader.data.is_empty().then_some(op)
+}
 
-    /// Decodes what [`Command::encode`] wrote; `None` for anything else (an opaque
-    /// entry proposed by a test, say).
-    pub fn decode(data: &Bytes) -> Option<Command> {
-        let mut reader = Reader { data: data.clone() };
-        if reader.u8()? != COMMAND_TAG {
-            return None;
+/// A response as the state machine answers it.
+pub fn encode_response(response: &Response) -> Bytes {
+    let mut buf = BytesMut::new();
+    match response {
+        Response::Ok => buf.put_u8(0),
+        Response::Value(None) => buf.put_u8(1),
+        Response::Value(Some(value)) => {
+            buf.put_u8(2);
+            buf.put_slice(value);
         }
-        let client = reader.u64()?;
-        let request = reader.u64()?;
-        let kind = reader.u8()?;
-        let key = reader.bytes16()?;
-        let op = match kind {
-            0 => Op::Put {
-                key,
-                value: reader.bytes32()?,
-            },
-            1 => Op::Append {
-                key,
-                suffix: reader.bytes32()?,
-            },
-            2 => {
-                let expected = match reader.u8()? {
-                    0 => None,
-                    1 => Some(reader.bytes32()?),
-                    _ => return None,
-                };
-                Op::Cas {
-                    key,
-                    expected,
-                    new: reader.bytes32()?,
-                }
-            }
-            3 => Op::Get { key },
-            _ => return None,
-        };
-        if !reader.data.is_empty() {
-            return None;
+        Response::Cas(swapped) => {
+            buf.put_u8(3);
+            buf.put_u8(u8::from(*swapped));
         }
-        Some(Command {
-            client,
-            request,
-            op,
-        })
     }
+    buf.freeze()
+}
+
+/// Reads what [`encode_response`] wrote.
+pub fn decode_response(data: &Bytes) -> Option<Response> {
+    match data.first()? {
+        0 if data.len() == 1 => Some(Response::Ok),
+        1 if data.len() == 1 => Some(Response::Value(None)),
+        2 => Some(Response::Value(Some(data.slice(1..)))),
+        3 if data.len() == 2 => Some(Response::Cas(data[1] != 0)),
+        _ => None,
+    }
+}
+
+/// The query reading `key`.
+pub fn get_query(key: &[u8]) -> Bytes {
+    let mut buf = BytesMut::with_capacity(key.len() + 1);
+    buf.put_u8(QUERY_GET);
+    buf.put_slice(key);
+    buf.freeze()
+}
+
+/// The query reading the digest.
+pub fn digest_query() -> Bytes {
+    Bytes::from_static(&[QUERY_DIGEST])
 }
 
 /// A bounds-checked reader over encoded bytes.
@@ -162,61 +181,26 @@ impl Reader {
     }
 }
 
-/// What applying one entry did.
+/// The key-value state machine of one group on one node. Volatile: a crash loses it,
+/// and a restart rebuilds it from the snapshot in storage plus the log after it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Applied {
-    /// A leader's empty no-op.
-    NoOp,
-    /// A membership change (applied to raft by the driver, not to the map).
-    ConfChange,
-    /// An entry that is not a [`Command`] (a test's opaque payload).
-    Opaque,
-    /// A client command.
-    Command {
-        /// Who sent it.
-        client: ClientId,
-        /// Its request number.
-        request: u64,
-        /// Its response: computed now, or the cached one for a retry of the latest
-        /// request. `None` for a retry of an older request, which nobody waits for.
-        response: Option<Response>,
-        /// True when this was a retry and changed nothing.
-        duplicate: bool,
-    },
-}
-
-/// A client's latest applied request and its response.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Session {
-    request: u64,
-    response: Response,
-}
-
-/// The key-value state machine of one node. Volatile: a crash loses it, and a restart
-/// rebuilds it from the snapshot in storage plus the committed entries after it.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Kv {
     map: BTreeMap<Bytes, Bytes>,
-    sessions: BTreeMap<ClientId, Session>,
-    // Invariant: applied_index grows by exactly one per applied entry, or jumps to a
-    // snapshot's index on restore.
-    applied_index: Index,
-    applied_term: Term,
+    table: ClientTable,
     digest: u64,
 }
 
 impl Kv {
-    /// An empty map that has applied nothing.
-    pub fn new() -> Kv {
-        Kv::default()
+    /// An empty map whose exactly-once table has `limits`.
+    pub fn new(limits: ClientTableLimits) -> Kv {
+        Kv {
+            map: BTreeMap::new(),
+            table: ClientTable::new(limits),
+            digest: 0,
+        }
     }
 
-    /// The index of the last entry applied (or of the snapshot restored).
-    pub fn applied_index(&self) -> Index {
-        self.applied_index
-    }
-
-    /// The running digest of every entry applied so far.
+    /// The running digest of every command applied so far.
     pub fn digest(&self) -> u64 {
         self.digest
     }
@@ -236,61 +220,8 @@ impl Kv {
         self.map.is_empty()
     }
 
-    /// Applies one committed entry. `conf_outcome` is a hash of what applying a
-    /// membership change did (its resulting membership, or that it was ignored); it is
-    /// folded into the digest so nodes that disagree on membership disagree on digests.
-    ///
-    /// Panics if `entry` is not the next index: the driver must apply in order.
-    pub fn apply(&mut self, entry: &Entry, conf_outcome: u64) -> Applied {
-        assert_eq!(
-            entry.index,
-            self.applied_index + 1,
-            "applying entry {} after {}",
-            entry.index,
-            self.applied_index
-        );
-        self.applied_index = entry.index;
-        self.applied_term = entry.term;
-        let kind = match entry.kind {
-            EntryKind::Normal => 0,
-            EntryKind::ConfChange => 1,
-        };
-        self.digest = hash_words(
-            self.digest,
-            &[
-                entry.index,
-                entry.term,
-                kind,
-                hash_bytes(&entry.data),
-                conf_outcome,
-            ],
-        );
-        if entry.kind == EntryKind::ConfChange {
-            return Applied::ConfChange;
-        }
-        if entry.data.is_empty() {
-            return Applied::NoOp;
-        }
-        let Some(command) = Command::decode(&entry.data) else {
-            return Applied::Opaque;
-        };
-        let Command {
-            client,
-            request,
-            op,
-        } = command;
-        if let Some(session) = self.sessions.get(&client) {
-            if request <= session.request {
-                let response = (request == session.request).then(|| session.response.clone());
-                return Applied::Command {
-                    client,
-                    request,
-                    response,
-                    duplicate: true,
-                };
-            }
-        }
-        let response = match op {
+    fn execute(&mut self, op: Op) -> Response {
+        match op {
             Op::Put { key, value } => {
                 self.map.insert(key, value);
                 Response::Ok
@@ -312,30 +243,40 @@ impl Kv {
                 Response::Cas(swapped)
             }
             Op::Get { key } => Response::Value(self.map.get(&key).cloned()),
-        };
-        self.sessions.insert(
-            client,
-            Session {
-                request,
-                response: response.clone(),
-            },
+        }
+    }
+}
+
+impl StateMachine for Kv {
+    fn apply(
+        &mut self,
+        context: &mut ApplyContext<'_>,
+        command: Bytes,
+    ) -> Result<Bytes, StateMachineError> {
+        self.digest = hash_words(
+            self.digest,
+            &[context.index(), context.term(), hash_bytes(&command)],
         );
-        Applied::Command {
-            client,
-            request,
-            response: Some(response),
-            duplicate: false,
+        // An opaque command (a test's payload) changes nothing but the digest.
+        let Some(op) = decode_op(&command) else {
+            return Ok(Bytes::new());
+        };
+        Ok(encode_response(&self.execute(op)))
+    }
+
+    fn query(&self, query: Bytes) -> Result<Bytes, StateMachineError> {
+        match query.first() {
+            Some(&QUERY_GET) => Ok(encode_response(&Response::Value(self.get(&query[1..])))),
+            Some(&QUERY_DIGEST) => Ok(Bytes::copy_from_slice(&self.digest.to_be_bytes())),
+            _ => Err(StateMachineError(format!("unknown query {query:?}"))),
         }
     }
 
-    /// The snapshot of this state: tag, version, applied index and term, digest, the
-    /// map, and the session table.
-    pub fn encode_snapshot(&self) -> Bytes {
+    /// Tag, version, digest, the map, then the client table.
+    fn snapshot(&self, sink: &mut dyn Write) -> Result<(), StateMachineError> {
         let mut buf = BytesMut::new();
         buf.put_u8(SNAPSHOT_TAG);
         buf.put_u8(SNAPSHOT_VERSION);
-        buf.put_u64(self.applied_index);
-        buf.put_u64(self.applied_term);
         buf.put_u64(self.digest);
         buf.put_u32(self.map.len() as u32);
         for (key, value) in &self.map {
@@ -344,120 +285,57 @@ impl Kv {
             buf.put_u32(value.len() as u32);
             buf.put_slice(value);
         }
-        buf.put_u32(self.sessions.len() as u32);
-        for (client, session) in &self.sessions {
-            buf.put_u64(*client);
-            buf.put_u64(session.request);
-            match &session.response {
-                Response::Ok => buf.put_u8(0),
-                Response::Value(None) => buf.put_u8(1),
-                Response::Value(Some(value)) => {
-                    buf.put_u8(2);
-                    buf.put_u32(value.len() as u32);
-                    buf.put_slice(value);
-                }
-                Response::Cas(swapped) => {
-                    buf.put_u8(3);
-                    buf.put_u8(u8::from(*swapped));
-                }
-            }
-        }
-        buf.freeze()
+        sink.write_all(&buf)?;
+        self.table.write_to(sink)?;
+        Ok(())
     }
 
-    /// The state a snapshot at `index` stands for. Empty `data` is the initial state of
-    /// a group (its bootstrap snapshot holds only membership); anything else must be
-    /// [`Kv::encode_snapshot`]'s output at that same index.
-    pub fn restore(index: Index, data: &Bytes) -> Result<Kv, String> {
-        if data.is_empty() {
-            return Ok(Kv {
-                applied_index: index,
-                ..Kv::default()
-            });
-        }
-        let kv = Kv::decode_snapshot(data)?;
-        if kv.applied_index != index {
-            return Err(format!(
-                "the snapshot at index {index} holds a state machine at index {}",
-                kv.applied_index
-            ));
-        }
-        Ok(kv)
-    }
-
-    /// Rebuilds the state from [`Kv::encode_snapshot`]'s output.
-    pub fn decode_snapshot(data: &Bytes) -> Result<Kv, String> {
-        let malformed = |what: &str| format!("malformed key-value snapshot: {what}");
-        let mut reader = Reader { data: data.clone() };
+    fn restore(&mut self, source: &mut dyn Read) -> Result<(), StateMachineError> {
+        let malformed =
+            |what: &str| StateMachineError(format!("malformed key-value snapshot: {what}"));
+        let mut data = Vec::new();
+        source.read_to_end(&mut data)?;
+        let mut reader = Reader {
+            data: Bytes::from(data),
+        };
         if reader.u8() != Some(SNAPSHOT_TAG) || reader.u8() != Some(SNAPSHOT_VERSION) {
             return Err(malformed("bad tag or version"));
         }
-        let header = (reader.u64(), reader.u64(), reader.u64());
-        let (Some(applied_index), Some(applied_term), Some(digest)) = header else {
-            return Err(malformed("short header"));
-        };
-        let mut kv = Kv {
-            applied_index,
-            applied_term,
-            digest,
-            ..Kv::default()
-        };
+        let digest = reader.u64().ok_or_else(|| malformed("short header"))?;
         let keys = reader.u32().ok_or_else(|| malformed("no key count"))?;
+        let mut map = BTreeMap::new();
         for _ in 0..keys {
             let key = reader.bytes16().ok_or_else(|| malformed("short key"))?;
             let value = reader.bytes32().ok_or_else(|| malformed("short value"))?;
-            kv.map.insert(key, value);
+            map.insert(key, value);
         }
-        let sessions = reader.u32().ok_or_else(|| malformed("no session count"))?;
-        for _ in 0..sessions {
-            let (Some(client), Some(request)) = (reader.u64(), reader.u64()) else {
-                return Err(malformed("short session"));
-            };
-            let response = match reader.u8() {
-                Some(0) => Response::Ok,
-                Some(1) => Response::Value(None),
-                Some(2) => Response::Value(Some(
-                    reader
-                        .bytes32()
-                        .ok_or_else(|| malformed("short response"))?,
-                )),
-                Some(3) => Response::Cas(reader.u8().ok_or_else(|| malformed("short cas"))? != 0),
-                _ => return Err(malformed("bad response tag")),
-            };
-            kv.sessions.insert(client, Session { request, response });
-        }
-        if !reader.data.is_empty() {
-            return Err(malformed("trailing bytes"));
-        }
-        Ok(kv)
+        let table = ClientTable::read_from(&mut &reader.data[..])
+            .map_err(|error| malformed(&format!("client table: {error}")))?;
+        *self = Kv { map, table, digest };
+        Ok(())
+    }
+
+    fn client_table(&mut self) -> Option<&mut ClientTable> {
+        Some(&mut self.table)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use concord_types::RequestId;
+
     use super::*;
 
-    fn entry(index: Index, data: Bytes) -> Entry {
-        Entry {
-            term: 1,
-            index,
-            kind: EntryKind::Normal,
-            data,
-        }
+    fn apply(kv: &mut Kv, index: u64, op: Op) -> Response {
+        let mut events = Vec::new();
+        let mut context = ApplyContext::new(index, 1, None, &mut events);
+        decode_response(&kv.apply(&mut context, encode_op(&op)).unwrap()).unwrap()
     }
 
-    fn command(client: ClientId, request: u64, op: Op) -> Bytes {
-        Command {
-            client,
-            request,
-            op,
-        }
-        .encode()
-    }
-
-    // Commands round-trip through their encoding, and foreign payloads are not misread.
+    // Ops and responses round-trip through their encoding, and foreign payloads are not
+    // misread.
     #[test]
-    fn command_encoding_round_trips() {
+    fn encodings_round_trip() {
         let ops = [
             Op::put("k", "v"),
             Op::append("k", "x"),
@@ -466,82 +344,53 @@ mod tests {
             Op::get("k"),
         ];
         for op in ops {
-            let original = Command {
-                client: 3,
-                request: 9,
-                op,
-            };
-            let encoded = original.encode();
-            assert_eq!(Command::decode(&encoded), Some(original));
+            let encoded = encode_op(&op);
+            assert_eq!(decode_op(&encoded), Some(op));
             for cut in 0..encoded.len() {
-                assert_eq!(Command::decode(&encoded.slice(..cut)), None);
+                assert_eq!(decode_op(&encoded.slice(..cut)), None);
             }
         }
-        assert_eq!(Command::decode(&Bytes::from_static(b"hello")), None);
+        assert_eq!(decode_op(&Bytes::from_static(b"hello")), None);
+        for response in [
+            Response::Ok,
+            Response::Value(None),
+            Response::value(Some("v")),
+            Response::Cas(true),
+            Response::Cas(false),
+        ] {
+            assert_eq!(decode_response(&encode_response(&response)), Some(response));
+        }
     }
 
-    // A retried request is applied once and answers with the first response; an older
-    // request arriving late changes nothing and answers nothing.
-    #[test]
-    fn commands_apply_exactly_once() {
-        let mut kv = Kv::new();
-        let first = kv.apply(&entry(1, command(1, 1, Op::append("k", "a"))), 0);
-        assert!(matches!(
-            first,
-            Applied::Command {
-                duplicate: false,
-                ..
-            }
-        ));
-        let retry = kv.apply(&entry(2, command(1, 1, Op::append("k", "a"))), 0);
-        assert_eq!(
-            retry,
-            Applied::Command {
-                client: 1,
-                request: 1,
-                response: Some(Response::Ok),
-                duplicate: true
-            }
-        );
-        kv.apply(&entry(3, command(1, 2, Op::cas("k", Some("a"), "b"))), 0);
-        let late = kv.apply(&entry(4, command(1, 1, Op::append("k", "a"))), 0);
-        assert!(matches!(
-            late,
-            Applied::Command {
-                response: None,
-                duplicate: true,
-                ..
-            }
-        ));
-        assert_eq!(kv.get(b"k"), Some(Bytes::from_static(b"b")));
-        assert_eq!(kv.applied_index(), 4);
-    }
-
-    // A snapshot restores the map, the sessions (so retries stay deduplicated) and the
-    // digest.
+    // A snapshot restores the map, the client table (so retries stay deduplicated)
+    // and the digest.
     #[test]
     fn snapshot_round_trips() {
-        let mut kv = Kv::new();
-        kv.apply(&entry(1, command(1, 1, Op::put("a", "1"))), 0);
-        kv.apply(
-            &entry(2, command(2, 1, Op::cas("b", None::<Bytes>, "2"))),
-            0,
+        let mut kv = Kv::new(ClientTableLimits::default());
+        assert_eq!(apply(&mut kv, 1, Op::put("a", "1")), Response::Ok);
+        assert_eq!(
+            apply(&mut kv, 2, Op::cas("b", None::<Bytes>, "2")),
+            Response::Cas(true)
         );
-        kv.apply(&entry(3, Bytes::new()), 0);
-        let restored = Kv::decode_snapshot(&kv.encode_snapshot()).unwrap();
+        let table = kv.client_table().unwrap();
+        table.register(3);
+        let id = RequestId {
+            client: 3,
+            sequence: 1,
+            first_unanswered: 1,
+        };
+        table.admit(&id, 4);
+        table.record(&id, Bytes::from_static(b"x"));
+        let mut data = Vec::new();
+        kv.snapshot(&mut data).unwrap();
+        let mut restored = Kv::new(ClientTableLimits::default());
+        restored.restore(&mut &data[..]).unwrap();
         assert_eq!(restored, kv);
-        let mut copy = restored.clone();
-        let retry = copy.apply(
-            &entry(4, command(2, 1, Op::cas("b", None::<Bytes>, "2"))),
-            0,
+        assert_eq!(
+            restored.client_table().unwrap().admit(&id, 5),
+            concord_group::Admission::Answered(Bytes::from_static(b"x"))
         );
-        assert!(matches!(
-            retry,
-            Applied::Command {
-                duplicate: true,
-                ..
-            }
-        ));
-        assert!(Kv::decode_snapshot(&Bytes::from_static(b"S\x01")).is_err());
+        let mut bad = Kv::new(ClientTableLimits::default());
+        assert!(bad.restore(&mut &b"S\x02"[..]).is_err());
     }
 }

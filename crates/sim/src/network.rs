@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use concord_raft::{Message, NodeId};
+use concord_storage::GroupId;
 
 use crate::rng::{Rng, PPM};
 
@@ -140,8 +141,9 @@ pub struct Network {
     config: NetworkConfig,
     /// Directed links that drop everything: `(from, to)`.
     cut_links: BTreeSet<(NodeId, NodeId)>,
-    /// Messages by (delivery time, send sequence): delivery order is deterministic.
-    in_flight: BTreeMap<(Time, u64), Message>,
+    /// Messages (with their group) by (delivery time, send sequence): delivery order
+    /// is deterministic.
+    in_flight: BTreeMap<(Time, u64), (GroupId, Message)>,
     next_sequence: u64,
     rng: Rng,
     stats: NetworkStats,
@@ -182,8 +184,8 @@ impl Network {
         self.in_flight.len()
     }
 
-    /// Hands `message` to the network at `now`.
-    pub fn send(&mut self, now: Time, message: Message) -> SendOutcome {
+    /// Hands `message` of `group` to the network at `now`.
+    pub fn send(&mut self, now: Time, group: GroupId, message: Message) -> SendOutcome {
         self.stats.sent += 1;
         self.stats.bytes_sent += message.size_bytes();
         if self.rng.chance(self.config.loss_ppm) {
@@ -194,12 +196,12 @@ impl Network {
         let second = if self.rng.chance(self.config.duplicate_ppm) {
             self.stats.duplicated += 1;
             let at = now + self.delay();
-            self.enqueue(at, message.clone());
+            self.enqueue(at, group, message.clone());
             Some(at)
         } else {
             None
         };
-        self.enqueue(first, message);
+        self.enqueue(first, group, message);
         SendOutcome::Queued(first, second)
     }
 
@@ -218,14 +220,15 @@ impl Network {
         )
     }
 
-    fn enqueue(&mut self, at: Time, message: Message) {
-        self.in_flight.insert((at, self.next_sequence), message);
+    fn enqueue(&mut self, at: Time, group: GroupId, message: Message) {
+        self.in_flight
+            .insert((at, self.next_sequence), (group, message));
         self.next_sequence += 1;
     }
 
-    /// The next message due at or before `now`, in delivery order, if any. The caller
-    /// checks [`Network::is_cut`] and whether the receiver is up.
-    pub fn pop_due(&mut self, now: Time) -> Option<Message> {
+    /// The next message due at or before `now`, in delivery order, with its group, if
+    /// any. The caller checks [`Network::is_cut`] and whether the receiver is up.
+    pub fn pop_due(&mut self, now: Time) -> Option<(GroupId, Message)> {
         let (&(at, _), _) = self.in_flight.first_key_value()?;
         if at > now {
             return None;
@@ -342,7 +345,7 @@ mod tests {
         for n in 0..10_000 {
             let message = message(n % 100);
             bytes += message.size_bytes();
-            let SendOutcome::Queued(at, None) = network.send(0, message) else {
+            let SendOutcome::Queued(at, None) = network.send(0, 1, message) else {
                 panic!("a reliable network lost or duplicated a message");
             };
             assert!((1..=400).contains(&at), "delivered at {at}");

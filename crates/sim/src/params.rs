@@ -10,6 +10,7 @@
 
 use std::fmt;
 
+use concord_group::ClientTableLimits;
 use concord_raft::{Config, PlantedBug, ReadOnlyOption};
 
 use crate::checkers::CheckerSet;
@@ -38,6 +39,8 @@ pub struct Params {
     pub pool_size: usize,
     /// Length of the safety phase (faults on), in ticks.
     pub safety_ticks: u64,
+    /// Raft groups on every node, sharing each node's log (group commit across them).
+    pub groups: usize,
 
     /// Raft: least election timeout, in ticks.
     pub election_timeout_ticks: u32,
@@ -111,6 +114,9 @@ pub struct Params {
     pub client_attempt_timeout_ticks: u64,
     /// Ticks after which a client gives up on an operation (its outcome is unknown).
     pub client_timeout_ticks: u64,
+    /// Most clients a group's exactly-once table keeps (fewer than the clients evicts
+    /// them now and then).
+    pub table_clients_max: u32,
 
     /// A bug planted in the core.
     pub planted_bug: Option<PlantedBug>,
@@ -203,12 +209,16 @@ impl Params {
         // before disk faults existed.
         let disk_fault_ppm = *rng.pick(&[0, 0, 500, 2_000, 5_000]).expect("non-empty");
         let torn_crash_ppm = *rng.pick(&[0, PPM / 2, PPM]).expect("non-empty");
+        // Drawn after the disk faults, for the same reason.
+        let groups = *rng.pick(&[1, 1, 2, 3]).expect("non-empty");
+        let table_clients_max = *rng.pick(&[3, 8, 10_000]).expect("non-empty");
 
         Params {
             seed,
             cluster_size,
             pool_size,
             safety_ticks,
+            groups,
             election_timeout_ticks,
             heartbeat_interval_ticks,
             pre_vote,
@@ -242,6 +252,7 @@ impl Params {
             client_think_ticks_max,
             client_attempt_timeout_ticks,
             client_timeout_ticks,
+            table_clients_max,
             planted_bug: None,
             sim_fault: None,
             checkers: CheckerSet::all(),
@@ -273,6 +284,7 @@ impl Params {
             seed: self.seed,
             voters: self.cluster_size,
             pool_size: self.pool_size,
+            groups: self.groups,
             config: self.raft_config(),
             network: self.network,
             persist_delay_max_instants: self.persist_delay_max_instants,
@@ -284,6 +296,12 @@ impl Params {
             storage: self.storage,
             disk_fault_ppm: self.disk_fault_ppm,
             torn_crash_ppm: self.torn_crash_ppm,
+            client_table: ClientTableLimits {
+                clients_max: self.table_clients_max,
+                unanswered_per_client_max: ClientTableLimits::default().unanswered_per_client_max,
+            },
+            // A client's attempt is never answered by the group's own timeout first.
+            request_timeout_ticks: self.client_timeout_ticks,
         }
     }
 }
@@ -302,8 +320,8 @@ impl fmt::Display for Params {
         writeln!(f, "seed {}", self.seed)?;
         writeln!(
             f,
-            "  cluster: {} voters, node ids 1..={}, safety phase {} ticks ({} instants a tick)",
-            self.cluster_size, self.pool_size, self.safety_ticks, TICK_INSTANTS
+            "  cluster: {} voters, node ids 1..={}, {} group(s), safety phase {} ticks ({} instants a tick)",
+            self.cluster_size, self.pool_size, self.groups, self.safety_ticks, TICK_INSTANTS
         )?;
         writeln!(
             f,
@@ -360,14 +378,15 @@ impl fmt::Display for Params {
         )?;
         writeln!(
             f,
-            "  clients: {} on {} keys, reads {} (on followers {}), think up to {} ticks, attempt timeout {} ticks, give up after {} ticks",
+            "  clients: {} per group on {} keys, reads {} (on followers {}), think up to {} ticks, attempt timeout {} ticks, give up after {} ticks; exactly-once table of {} clients",
             self.clients,
             self.keys,
             Percent(self.read_ppm),
             Percent(self.follower_read_ppm),
             self.client_think_ticks_max,
             self.client_attempt_timeout_ticks,
-            self.client_timeout_ticks
+            self.client_timeout_ticks,
+            self.table_clients_max
         )?;
         write!(
             f,

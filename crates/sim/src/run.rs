@@ -29,10 +29,11 @@ use std::sync::Once;
 
 use bytes::Bytes;
 use concord_raft::{NodeId, PlantedBug, Role};
+use concord_storage::GroupId;
 
 use crate::checkers::{CheckerKind, CheckerSet, Violation};
 use crate::client::{ClientOracle, ClientSettings, ClientStats};
-use crate::cluster::{Cluster, ClusterStats, SimFault};
+use crate::cluster::{Cluster, ClusterStats, SimFault, PRIMARY_GROUP};
 use crate::faults::FaultScheduler;
 use crate::linearizability::{self, CheckError};
 use crate::network::NetworkStats;
@@ -214,17 +215,82 @@ struct RunState {
     cluster: Option<Cluster>,
 }
 
+/// Every group's clients, fed the cluster's events.
+struct Oracles {
+    oracles: Vec<ClientOracle>,
+}
+
+impl Oracles {
+    fn new(params: &Params, cluster: &Cluster) -> Oracles {
+        let oracles = cluster
+            .group_ids()
+            .into_iter()
+            .map(|group| {
+                let stream = if group == PRIMARY_GROUP {
+                    "clients".to_string()
+                } else {
+                    format!("clients of group {group}")
+                };
+                ClientOracle::new(
+                    group,
+                    ClientSettings::from_params(params),
+                    Rng::stream(params.seed, &stream),
+                )
+            })
+            .collect();
+        Oracles { oracles }
+    }
+
+    fn on_events(&mut self, cluster: &mut Cluster) {
+        for event in cluster.take_events() {
+            for oracle in &mut self.oracles {
+                oracle.on_event(cluster.trace_mut(), &event);
+            }
+        }
+    }
+
+    fn tick(&mut self, cluster: &mut Cluster) {
+        for oracle in &mut self.oracles {
+            oracle.tick(cluster);
+        }
+    }
+
+    fn stop_new_operations(&mut self) {
+        for oracle in &mut self.oracles {
+            oracle.stop_new_operations();
+        }
+    }
+
+    fn has_operations_in_flight(&self) -> bool {
+        self.oracles
+            .iter()
+            .any(ClientOracle::has_operations_in_flight)
+    }
+
+    fn stats(&self) -> ClientStats {
+        let mut total = ClientStats::default();
+        for oracle in &self.oracles {
+            let stats = oracle.stats();
+            total.invoked += stats.invoked;
+            total.completed += stats.completed;
+            total.unknown += stats.unknown;
+            total.attempts += stats.attempts;
+            total.refused += stats.refused;
+            total.registrations += stats.registrations;
+            total.retried_writes += stats.retried_writes;
+        }
+        total
+    }
+}
+
 fn run_phases(params: &Params, trace: Trace, state: &mut RunState) {
     state.cluster = Some(Cluster::with_options(params.cluster_options(), trace));
     let cluster = state.cluster.as_mut().expect("just set");
     let mut faults = FaultScheduler::new(params, Rng::stream(params.seed, "faults"));
-    let mut oracle = ClientOracle::new(
-        ClientSettings::from_params(params),
-        Rng::stream(params.seed, "clients"),
-    );
+    let mut oracles = Oracles::new(params, cluster);
     let report = &mut state.report;
-    let result = run_to_end(params, cluster, &mut faults, &mut oracle, report);
-    report.clients = oracle.stats();
+    let result = run_to_end(params, cluster, &mut faults, &mut oracles, report);
+    report.clients = oracles.stats();
     if let Err(violation) = result {
         if cluster.failure().is_none() {
             cluster.set_failure(violation.clone());
@@ -232,49 +298,69 @@ fn run_phases(params: &Params, trace: Trace, state: &mut RunState) {
         report.failure = Some(violation);
         return;
     }
-    // Linearizability of everything the clients saw.
-    report.operations_checked = oracle
-        .history()
-        .operations()
-        .iter()
-        .filter(|operation| {
-            !operation.op.is_read()
-                || matches!(operation.outcome, crate::history::Outcome::Completed { .. })
-        })
-        .count() as u64;
+    // Linearizability of everything each group's clients saw.
+    for oracle in &oracles.oracles {
+        report.operations_checked += oracle
+            .history()
+            .operations()
+            .iter()
+            .filter(|operation| {
+                !operation.op.is_read()
+                    || matches!(operation.outcome, crate::history::Outcome::Completed { .. })
+            })
+            .count() as u64;
+    }
     if !params.checkers.linearizability {
         return;
     }
-    match linearizability::check(oracle.history()) {
-        Ok(()) => {}
-        Err(CheckError::Inconclusive(inconclusive)) => {
-            report.linearizability_undecided = Some(inconclusive.to_string());
-        }
-        Err(CheckError::Violation(violation)) => {
-            let failure = Violation {
-                checker: CheckerKind::Linearizability,
-                time: cluster.now(),
-                message: format!("{violation}\nfull history:\n{}", oracle.history()),
-            };
-            cluster.set_failure(failure.clone());
-            report.failure = Some(failure);
+    for oracle in &oracles.oracles {
+        match linearizability::check(oracle.history()) {
+            Ok(()) => {}
+            Err(CheckError::Inconclusive(inconclusive)) => {
+                report.linearizability_undecided =
+                    Some(format!("group {}: {inconclusive}", oracle.group()));
+            }
+            Err(CheckError::Violation(violation)) => {
+                let failure = Violation {
+                    checker: CheckerKind::Linearizability,
+                    time: cluster.now(),
+                    message: format!(
+                        "group {}: {violation}\nfull history:\n{}",
+                        oracle.group(),
+                        oracle.history()
+                    ),
+                };
+                cluster.set_failure(failure.clone());
+                report.failure = Some(failure);
+                return;
+            }
         }
     }
+}
+
+/// One group's liveness write: where it went, and how far catching up to it has come.
+struct LivenessProbe {
+    group: GroupId,
+    proposal: Option<(NodeId, u64, concord_raft::LogPosition)>,
+    /// The most catch-up progress seen, and when.
+    best_progress: CatchUp,
+    progress_at: u64,
+    done: bool,
 }
 
 fn run_to_end(
     params: &Params,
     cluster: &mut Cluster,
     faults: &mut FaultScheduler,
-    oracle: &mut ClientOracle,
+    oracles: &mut Oracles,
     report: &mut RunReport,
 ) -> Result<(), Violation> {
     // 1. Safety phase.
     for _ in 0..params.safety_ticks {
         cluster.run_ticks(1)?;
-        oracle.on_events(cluster);
+        oracles.on_events(cluster);
         faults.tick(cluster);
-        oracle.tick(cluster);
+        oracles.tick(cluster);
     }
     // 2. Liveness phase.
     let start = cluster.ticks();
@@ -299,66 +385,84 @@ fn run_to_end(
     let bound_ticks = LIVENESS_ELECTION_TIMEOUTS * u64::from(params.election_timeout_ticks);
     let cap_ticks = LIVENESS_ELECTION_TIMEOUTS_MAX * u64::from(params.election_timeout_ticks);
     let data = Bytes::from(format!("liveness check of seed {}", params.seed));
-    let mut proposal: Option<(NodeId, u64, concord_raft::LogPosition)> = None;
-    // The most catch-up progress seen, and when.
-    let mut best_progress = CatchUp::default();
-    let mut progress_at = start;
+    let mut probes: Vec<LivenessProbe> = cluster
+        .group_ids()
+        .into_iter()
+        .map(|group| LivenessProbe {
+            group,
+            proposal: None,
+            best_progress: CatchUp::default(),
+            progress_at: start,
+            done: false,
+        })
+        .collect();
     loop {
-        if let Some((node, incarnation, position)) = proposal {
-            match cluster.applied_term(position.index) {
-                Some(term) if term == position.term => {
-                    if voters_applied(cluster, position.index) {
-                        break;
+        for probe in probes.iter_mut().filter(|probe| !probe.done) {
+            let group = probe.group;
+            if let Some((node, incarnation, position)) = probe.proposal {
+                match cluster.applied_term_in(group, position.index) {
+                    Some(term) if term == position.term => {
+                        if voters_applied(cluster, group, position.index) {
+                            probe.done = true;
+                            continue;
+                        }
+                    }
+                    // Another entry took the index: the write is lost.
+                    Some(_) => probe.proposal = None,
+                    None => {
+                        // Not applied anywhere yet. If the node that took it crashed or
+                        // no longer leads the term it was proposed in, it may never be:
+                        // a deposed leader's longer log can be cut back for good.
+                        let still_leads = cluster.incarnation(node) == incarnation
+                            && cluster.view_in(group, node).is_some_and(|view| {
+                                view.up && view.role == Role::Leader && view.term == position.term
+                            });
+                        if !still_leads {
+                            probe.proposal = None;
+                        }
                     }
                 }
-                // Another entry took the index: the write is lost.
-                Some(_) => proposal = None,
-                None => {
-                    // Not applied anywhere yet. If the node that took it crashed or no
-                    // longer leads the term it was proposed in, it may never be: a
-                    // deposed leader's longer log can be cut back for good.
-                    let still_leads = cluster.incarnation(node) == incarnation
-                        && cluster.view(node).is_some_and(|view| {
-                            view.up && view.role == Role::Leader && view.term == position.term
-                        });
-                    if !still_leads {
-                        proposal = None;
+            }
+            if probe.proposal.is_none() {
+                if let Some(leader) = cluster.leader_in(group) {
+                    if let Ok(position) = cluster.propose_on_in(group, leader, data.clone()) {
+                        probe.proposal = Some((leader, cluster.incarnation(leader), position));
                     }
                 }
             }
-        }
-        if proposal.is_none() {
-            if let Some(leader) = cluster.leader() {
-                if let Ok(position) = cluster.propose_on(leader, data.clone()) {
-                    proposal = Some((leader, cluster.incarnation(leader), position));
+            if let Some((_, _, position)) = probe.proposal {
+                let progress = CatchUp::measure(cluster, group, position.index);
+                if progress > probe.best_progress {
+                    probe.best_progress = progress;
+                    probe.progress_at = cluster.ticks();
                 }
             }
         }
-        if let Some((_, _, position)) = proposal {
-            let progress = CatchUp::measure(cluster, position.index);
-            if progress > best_progress {
-                best_progress = progress;
-                progress_at = cluster.ticks();
-            }
+        if probes.iter().all(|probe| probe.done) {
+            break;
         }
-        let stalled = cluster.ticks() - progress_at >= bound_ticks;
-        let too_long = cluster.ticks() - start >= cap_ticks;
-        if stalled || too_long {
-            let (_, conf) = cluster.latest_conf_state();
-            let what = match proposal {
+        for probe in probes.iter().filter(|probe| !probe.done) {
+            let stalled = cluster.ticks() - probe.progress_at >= bound_ticks;
+            let too_long = cluster.ticks() - start >= cap_ticks;
+            if !stalled && !too_long {
+                continue;
+            }
+            let group = probe.group;
+            let (_, conf) = cluster.latest_conf_state_in(group);
+            let what = match probe.proposal {
                 None => format!(
-                    "no leader accepted a write within {bound_ticks} ticks \
+                    "no leader of group {group} accepted a write within {bound_ticks} ticks \
                      ({LIVENESS_ELECTION_TIMEOUTS} election timeouts)"
                 ),
                 Some((node, _, position)) if stalled => format!(
-                    "the write proposed on node {node} at index {} (term {}) was not applied \
-                     by every voter, and no voter lacking it made progress for {bound_ticks} \
-                     ticks ({LIVENESS_ELECTION_TIMEOUTS} election timeouts)",
+                    "the write proposed to group {group} on node {node} at index {} (term {}) \
+                     was not applied by every voter, and no voter lacking it made progress for \
+                     {bound_ticks} ticks ({LIVENESS_ELECTION_TIMEOUTS} election timeouts)",
                     position.index, position.term
                 ),
                 Some((node, _, position)) => format!(
-                    "the write proposed on node {node} at index {} (term {}) was not applied \
-                     by every voter within {cap_ticks} ticks \
+                    "the write proposed to group {group} on node {node} at index {} (term {}) \
+                     was not applied by every voter within {cap_ticks} ticks \
                      ({LIVENESS_ELECTION_TIMEOUTS_MAX} election timeouts)",
                     position.index, position.term
                 ),
@@ -373,8 +477,8 @@ fn run_to_end(
             });
         }
         cluster.run_ticks(1)?;
-        oracle.on_events(cluster);
-        oracle.tick(cluster);
+        oracles.on_events(cluster);
+        oracles.tick(cluster);
         faults.retire_removed(cluster);
     }
     report.liveness_ticks = Some(cluster.ticks() - start);
@@ -385,14 +489,14 @@ fn run_to_end(
             "=== liveness reached ===".to_string()
         });
     // 3. Drain.
-    oracle.stop_new_operations();
+    oracles.stop_new_operations();
     let drain_start = cluster.ticks();
-    while oracle.has_operations_in_flight()
+    while oracles.has_operations_in_flight()
         && cluster.ticks() - drain_start <= params.client_timeout_ticks
     {
         cluster.run_ticks(1)?;
-        oracle.on_events(cluster);
-        oracle.tick(cluster);
+        oracles.on_events(cluster);
+        oracles.tick(cluster);
     }
     // 4. Whole-log checks.
     cluster.check_all_logs()
@@ -411,11 +515,11 @@ struct CatchUp {
 }
 
 impl CatchUp {
-    fn measure(cluster: &Cluster, index: u64) -> CatchUp {
-        let (_, conf) = cluster.latest_conf_state();
+    fn measure(cluster: &Cluster, group: GroupId, index: u64) -> CatchUp {
+        let (_, conf) = cluster.latest_conf_state_in(group);
         let mut progress = CatchUp::default();
         for &id in conf.voters.iter().chain(&conf.voters_outgoing) {
-            let Some(view) = cluster.view(id) else {
+            let Some(view) = cluster.view_in(group, id) else {
                 continue;
             };
             if view.up && view.applied >= index {
@@ -430,12 +534,12 @@ impl CatchUp {
     }
 }
 
-/// True when every voter of the latest membership has applied `index`.
-fn voters_applied(cluster: &Cluster, index: u64) -> bool {
-    let (_, conf) = cluster.latest_conf_state();
+/// True when every voter of `group`'s latest membership has applied `index`.
+fn voters_applied(cluster: &Cluster, group: GroupId, index: u64) -> bool {
+    let (_, conf) = cluster.latest_conf_state_in(group);
     conf.voters.iter().chain(&conf.voters_outgoing).all(|&id| {
         cluster
-            .applied_index(id)
+            .applied_index_in(group, id)
             .is_some_and(|applied| applied >= index)
     })
 }

@@ -1,30 +1,28 @@
 //! The seam between the simulator and a node's durable state.
 //!
-//! Every simulated node keeps its raft log, hard state, membership and snapshot in a
-//! [`NodeStorage`]; the rest of the simulator reaches it only through the raft traits
-//! ([`concord_raft::Storage`], [`concord_raft::LogStore`]) and the few extra operations
-//! of [`SimStorage`]. There are two kinds, chosen per cluster with [`StorageMode`]:
+//! Every simulated node keeps the logs of all its raft groups in one [`NodeDisk`], as
+//! a concord node keeps them in one log; while the node runs, each group's driver holds
+//! its log as concord-storage's [`GroupStore`], exactly as the runtime does. There are
+//! two kinds, chosen per cluster with [`StorageMode`]:
 //!
-//! - [`StorageMode::Disk`] (the default): concord's durable log (concord-storage's
-//!   [`SimGroupStorage`]) on a simulated disk ([`SimFs`]). A crash drops whatever was
-//!   not fsynced (or, torn, keeps a random prefix of it) and runs the real recovery
-//!   code; the disk can lose power in the middle of a write or fail an fsync
-//!   ([`DiskFault`]), and can have bits flipped while its node is down.
-//! - [`StorageMode::Mem`]: the core's [`MemStorage`], where every write is durable at
-//!   once and a crash loses only what the driver had not yet written. Faster, and it
-//!   isolates the core from the storage engine.
+//! - [`StorageMode::Disk`] (the default): concord's durable [`Log`] on a simulated disk
+//!   ([`SimFs`]), shared by every group of the node, writes of several groups going in
+//!   one batch (group commit). A crash drops whatever was not fsynced (or, torn, keeps
+//!   a random prefix of it) and runs the real recovery code; the disk can lose power in
+//!   the middle of a write or fail an fsync ([`DiskFault`]), and can have bits flipped
+//!   while its node is down.
+//! - [`StorageMode::Mem`]: the core's [`MemStorage`] per group, where every write is
+//!   durable at once and a crash loses only what the driver had not yet written.
+//!   Faster, and it isolates the core from the storage engine.
 
 use std::fmt;
 
-use bytes::Bytes;
-use concord_raft::{
-    ConfState, Entry, HardState, Index, LogStore, MemStorage, RaftState, Snapshot, Storage,
-    StorageError, Term,
-};
-use concord_storage::{GroupId, LogConfig, SimFs, SimGroupStorage, WriteBatch};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
 
-/// The raft group id every simulated node's log keeps its group under.
-pub const SIM_GROUP: GroupId = 1;
+use concord_raft::{ConfState, HardState, MemStorage, Storage, StorageError};
+use concord_storage::{GroupId, GroupStore, Log, LogConfig, SimFs, SIM_DATA_DIR};
 
 /// The durable log's configuration in the simulator: segments small enough that runs
 /// start new ones and delete old ones after compaction, and an entry cache small
@@ -152,220 +150,136 @@ impl From<StorageError> for StorageFailure {
     }
 }
 
-/// What the simulator needs from a node's storage beyond the raft traits.
-pub trait SimStorage: LogStore + Sized {
-    /// Records the membership a restart starts from.
-    fn set_conf_state(&mut self, conf_state: ConfState) -> Result<(), StorageFailure>;
-    /// The last recorded hard state.
-    fn hard_state(&self) -> HardState;
-    /// Makes a `Ready`'s hard state, snapshot and entries durable together (step 3 of
-    /// the driver contract).
-    fn persist_ready(
-        &mut self,
-        hard_state: Option<HardState>,
-        snapshot: Option<Snapshot>,
-        entries: &[Entry],
-    ) -> Result<(), StorageFailure>;
-    /// Records the state machine's snapshot at `index` (already applied), as
-    /// [`LogStore::create_snapshot`].
-    fn record_snapshot(
-        &mut self,
-        index: Index,
-        conf_state: ConfState,
-        data: Bytes,
-    ) -> Result<(), StorageFailure>;
-    /// Drops the log up to `index`, as [`LogStore::compact`].
-    fn compact_log(&mut self, index: Index) -> Result<(), StorageFailure>;
-    /// What survives a crash of the node that owns this storage (torn: unsynced writes
-    /// may be partly kept), recovered as the node's restart would recover it.
-    fn crash(self, torn: bool) -> Result<Self, StorageFailure>;
-    /// An independent copy of the storage as it is now, for faults that need the
-    /// storage as it was before a write.
-    fn fork(&self) -> Result<Self, StorageFailure>;
+/// The durable state of one simulated node: every group's log. See the module docs.
+#[derive(Debug)]
+pub enum NodeDisk {
+    /// [`StorageMode::Mem`]: each group's [`MemStorage`] (while the node runs, inside
+    /// its group's driver).
+    Mem {
+        /// The groups' logs not held by a running driver.
+        groups: BTreeMap<GroupId, MemStorage>,
+    },
+    /// [`StorageMode::Disk`]: the node's log on its disk.
+    Disk {
+        /// The disk.
+        fs: SimFs,
+        /// The log, opened on it.
+        log: Log,
+    },
+    /// [`StorageMode::Disk`] whose recovery failed: the disk as it was left.
+    Unreadable {
+        /// The disk.
+        fs: SimFs,
+    },
 }
 
-impl SimStorage for MemStorage {
-    fn set_conf_state(&mut self, conf_state: ConfState) -> Result<(), StorageFailure> {
-        MemStorage::set_conf_state(self, conf_state);
-        Ok(())
-    }
-
-    fn hard_state(&self) -> HardState {
-        MemStorage::hard_state(self)
-    }
-
-    fn persist_ready(
-        &mut self,
-        hard_state: Option<HardState>,
-        snapshot: Option<Snapshot>,
-        entries: &[Entry],
-    ) -> Result<(), StorageFailure> {
-        // Nothing can crash between these calls: together is automatic.
-        if let Some(snapshot) = snapshot {
-            let index = snapshot.metadata.index;
-            self.apply_snapshot(snapshot).map_err(|error| {
-                StorageFailure::Refused(format!("snapshot at index {index}: {error}"))
-            })?;
-        }
-        if let (Some(first), Some(last)) = (entries.first(), entries.last()) {
-            self.append(entries).map_err(|error| {
-                StorageFailure::Refused(format!(
-                    "entries {}..={}: {error}",
-                    first.index, last.index
-                ))
-            })?;
-        }
-        if let Some(hard_state) = hard_state {
-            self.set_hard_state(hard_state).map_err(|error| {
-                StorageFailure::Refused(format!("hard state {hard_state:?}: {error}"))
-            })?;
-        }
-        Ok(())
-    }
-
-    fn record_snapshot(
-        &mut self,
-        index: Index,
-        conf_state: ConfState,
-        data: Bytes,
-    ) -> Result<(), StorageFailure> {
-        self.create_snapshot(index, conf_state, data)?;
-        Ok(())
-    }
-
-    fn compact_log(&mut self, index: Index) -> Result<(), StorageFailure> {
-        Ok(self.compact(index)?)
-    }
-
-    fn crash(self, _torn: bool) -> Result<Self, StorageFailure> {
-        // Every write to a MemStorage is durable the moment it returns.
-        Ok(self)
-    }
-
-    fn fork(&self) -> Result<Self, StorageFailure> {
-        Ok(self.clone())
-    }
-}
-
-impl SimStorage for SimGroupStorage {
-    fn set_conf_state(&mut self, conf_state: ConfState) -> Result<(), StorageFailure> {
-        Ok(SimGroupStorage::set_conf_state(self, conf_state)?)
-    }
-
-    fn hard_state(&self) -> HardState {
-        SimGroupStorage::hard_state(self)
-    }
-
-    fn persist_ready(
-        &mut self,
-        hard_state: Option<HardState>,
-        snapshot: Option<Snapshot>,
-        entries: &[Entry],
-    ) -> Result<(), StorageFailure> {
-        // One batch: after a crash all of it is on disk or none of it.
-        let mut batch = WriteBatch::new();
-        batch.persist_ready(self.group().group(), hard_state, snapshot, entries.to_vec());
-        Ok(self.group().log().write(batch)?)
-    }
-
-    fn record_snapshot(
-        &mut self,
-        index: Index,
-        conf_state: ConfState,
-        data: Bytes,
-    ) -> Result<(), StorageFailure> {
-        let group = self.group().group();
-        self.group()
-            .log()
-            .create_snapshot(group, index, conf_state, data)?;
-        Ok(())
-    }
-
-    fn compact_log(&mut self, index: Index) -> Result<(), StorageFailure> {
-        let mut batch = WriteBatch::new();
-        batch.group(self.group().group()).compact = Some(index);
-        Ok(self.group().log().write(batch)?)
-    }
-
-    fn crash(self, torn: bool) -> Result<Self, StorageFailure> {
-        let recovered = if torn {
-            self.crash_torn()
-        } else {
-            SimGroupStorage::crash(self)
-        };
-        Ok(recovered?)
-    }
-
-    fn fork(&self) -> Result<Self, StorageFailure> {
-        Ok(SimGroupStorage::fork(self)?)
-    }
-}
-
-/// The storage of one simulated node: the core's [`MemStorage`] or concord's durable
-/// log on a simulated disk. Clones share the disk (a `Disk` clone is another handle on
-/// the same log, not a copy; see [`SimStorage::fork`]).
-// A few hundred bytes per node, held behind a box wherever it is moved around.
-#[allow(clippy::large_enum_variant)]
-#[derive(Clone, Debug)]
-pub enum NodeStorage {
-    /// [`StorageMode::Mem`].
-    Mem(MemStorage),
-    /// [`StorageMode::Disk`].
-    Disk(SimGroupStorage),
-}
-
-/// Calls `$call` on whichever storage `$storage` holds.
-macro_rules! dispatch {
-    ($storage:expr, $inner:ident => $call:expr) => {
-        match $storage {
-            NodeStorage::Mem($inner) => $call,
-            NodeStorage::Disk($inner) => $call,
-        }
-    };
-}
-
-impl NodeStorage {
-    /// Storage for a node that starts as a member of `conf_state` (a bootstrap node);
-    /// a disk's random choices (torn writes) come from `seed`.
-    pub fn bootstrap(
+impl NodeDisk {
+    /// A node's first storage: `founded` groups bootstrapped with their founding
+    /// membership (as `MemStorage::with_conf_state`), `joining` groups empty (as
+    /// `MemStorage::new`: the node waits to be added). A disk's random choices (torn
+    /// writes) come from `seed`.
+    pub fn new(
         mode: StorageMode,
         seed: u64,
-        conf_state: ConfState,
-    ) -> Result<NodeStorage, StorageFailure> {
-        Ok(match mode {
-            StorageMode::Mem => NodeStorage::Mem(MemStorage::with_conf_state(conf_state)),
-            StorageMode::Disk => NodeStorage::Disk(SimGroupStorage::bootstrap(
-                seed,
-                SIM_GROUP,
-                conf_state,
-                sim_log_config(),
-            )?),
-        })
-    }
-
-    /// Storage for a node that is not a member yet and waits to be added.
-    pub fn empty(mode: StorageMode, seed: u64) -> Result<NodeStorage, StorageFailure> {
-        Ok(match mode {
-            StorageMode::Mem => NodeStorage::Mem(MemStorage::new()),
-            StorageMode::Disk => {
-                NodeStorage::Disk(SimGroupStorage::empty(seed, SIM_GROUP, sim_log_config())?)
+        founded: &[(GroupId, ConfState)],
+        joining: &[GroupId],
+    ) -> Result<NodeDisk, StorageFailure> {
+        match mode {
+            StorageMode::Mem => {
+                let mut groups = BTreeMap::new();
+                for (group, conf_state) in founded {
+                    groups.insert(*group, MemStorage::with_conf_state(conf_state.clone()));
+                }
+                for group in joining {
+                    groups.insert(*group, MemStorage::new());
+                }
+                Ok(NodeDisk::Mem { groups })
             }
-        })
+            StorageMode::Disk => {
+                let fs = SimFs::new(seed);
+                let log = open_log(&fs)?;
+                for (group, conf_state) in founded {
+                    log.bootstrap_group(*group, conf_state.clone())?;
+                }
+                Ok(NodeDisk::Disk { fs, log })
+            }
+        }
     }
 
     /// Which kind of storage this is.
     pub fn mode(&self) -> StorageMode {
         match self {
-            NodeStorage::Mem(_) => StorageMode::Mem,
-            NodeStorage::Disk(_) => StorageMode::Disk,
+            NodeDisk::Mem { .. } => StorageMode::Mem,
+            NodeDisk::Disk { .. } | NodeDisk::Unreadable { .. } => StorageMode::Disk,
         }
     }
 
     /// The simulated disk, for a `Disk` storage.
     pub fn fs(&self) -> Option<&SimFs> {
         match self {
-            NodeStorage::Mem(_) => None,
-            NodeStorage::Disk(storage) => Some(storage.fs()),
+            NodeDisk::Mem { .. } => None,
+            NodeDisk::Disk { fs, .. } | NodeDisk::Unreadable { fs } => Some(fs),
+        }
+    }
+
+    /// The durable log, for a `Disk` storage whose recovery succeeded.
+    pub fn log(&self) -> Option<&Log> {
+        match self {
+            NodeDisk::Disk { log, .. } => Some(log),
+            _ => None,
+        }
+    }
+
+    fn unreadable() -> StorageFailure {
+        StorageFailure::Refused("the disk's recovery failed: nothing can be read".into())
+    }
+
+    /// Hands `group`'s log to a driver starting up, restarting with the membership of
+    /// the group's latest snapshot (the state machine restarts from that snapshot).
+    pub fn open_group(&mut self, group: GroupId) -> Result<GroupStore, StorageFailure> {
+        match self {
+            NodeDisk::Mem { groups } => {
+                let storage = groups.remove(&group).unwrap_or_default();
+                let conf_state = storage.snapshot(0)?.metadata.conf_state;
+                Ok(GroupStore::memory(storage, Some(conf_state)))
+            }
+            NodeDisk::Disk { log, .. } => {
+                let storage = log.group(group);
+                let conf_state = storage.snapshot(0)?.metadata.conf_state;
+                Ok(GroupStore::durable(storage, Some(conf_state)))
+            }
+            NodeDisk::Unreadable { .. } => Err(Self::unreadable()),
+        }
+    }
+
+    /// Takes `group`'s log back from a driver that stopped (a crash: a `Mem` log keeps
+    /// everything written to it).
+    pub fn close_group(&mut self, group: GroupId, store: GroupStore) {
+        if let (NodeDisk::Mem { groups }, Some(storage)) = (self, store.into_memory()) {
+            groups.insert(group, storage);
+        }
+    }
+
+    /// The last recorded hard state of `group` (while no driver holds it).
+    pub fn hard_state(&self, group: GroupId) -> HardState {
+        match self {
+            NodeDisk::Mem { groups } => groups
+                .get(&group)
+                .map(MemStorage::hard_state)
+                .unwrap_or_default(),
+            NodeDisk::Disk { log, .. } => log.group(group).hard_state(),
+            NodeDisk::Unreadable { .. } => HardState::default(),
+        }
+    }
+
+    /// `group`'s log as the raft traits read it (while no driver holds it).
+    pub fn group_view(&self, group: GroupId) -> Option<GroupStore> {
+        match self {
+            NodeDisk::Mem { groups } => groups
+                .get(&group)
+                .map(|storage| GroupStore::memory(storage.clone(), None)),
+            NodeDisk::Disk { log, .. } => Some(GroupStore::durable(log.group(group), None)),
+            NodeDisk::Unreadable { .. } => None,
         }
     }
 
@@ -382,110 +296,76 @@ impl NodeStorage {
         true
     }
 
-    /// Disarms a power loss that [`NodeStorage::arm`] set for a later sync than the
-    /// write made. (By arming it past any sync a run makes: the next crash clears it.)
+    /// Disarms a power loss that [`NodeDisk::arm`] set for a later sync than the write
+    /// made.
     pub fn disarm_power_loss(&self) {
         if let Some(fs) = self.fs() {
             fs.crash_at_sync(u32::MAX, false);
         }
     }
-}
 
-impl SimStorage for NodeStorage {
-    fn set_conf_state(&mut self, conf_state: ConfState) -> Result<(), StorageFailure> {
-        dispatch!(self, storage => SimStorage::set_conf_state(storage, conf_state))
+    /// What survives a crash of the node (torn: unsynced writes may be partly kept),
+    /// recovered as the node's restart would recover it. Every group's `Mem` log must
+    /// have been handed back with [`NodeDisk::close_group`]. When recovery refuses the
+    /// disk, the error comes with the disk as it was left ([`NodeDisk::Unreadable`]).
+    pub fn crash(self, torn: bool) -> Result<NodeDisk, (NodeDisk, StorageFailure)> {
+        match self {
+            // Every write to a MemStorage is durable the moment it returns.
+            NodeDisk::Mem { groups } => Ok(NodeDisk::Mem { groups }),
+            NodeDisk::Disk { fs, log } => {
+                drop(log);
+                if torn {
+                    fs.crash_torn();
+                } else {
+                    fs.crash();
+                }
+                Self::recover(fs)
+            }
+            NodeDisk::Unreadable { fs } => {
+                fs.crash();
+                Self::recover(fs)
+            }
+        }
     }
 
-    fn hard_state(&self) -> HardState {
-        dispatch!(self, storage => SimStorage::hard_state(storage))
+    /// Recovers the disk again (it was changed while the node was down).
+    pub fn reopen(self) -> Result<NodeDisk, (NodeDisk, StorageFailure)> {
+        match self {
+            NodeDisk::Disk { fs, log } => {
+                drop(log);
+                Self::recover(fs)
+            }
+            NodeDisk::Unreadable { fs } => Self::recover(fs),
+            mem => Ok(mem),
+        }
     }
 
-    fn persist_ready(
-        &mut self,
-        hard_state: Option<HardState>,
-        snapshot: Option<Snapshot>,
-        entries: &[Entry],
-    ) -> Result<(), StorageFailure> {
-        dispatch!(self, storage => storage.persist_ready(hard_state, snapshot, entries))
+    fn recover(fs: SimFs) -> Result<NodeDisk, (NodeDisk, StorageFailure)> {
+        match open_log(&fs) {
+            Ok(log) => Ok(NodeDisk::Disk { fs, log }),
+            Err(error) => Err((NodeDisk::Unreadable { fs }, error)),
+        }
     }
 
-    fn record_snapshot(
-        &mut self,
-        index: Index,
-        conf_state: ConfState,
-        data: Bytes,
-    ) -> Result<(), StorageFailure> {
-        dispatch!(self, storage => storage.record_snapshot(index, conf_state, data))
-    }
-
-    fn compact_log(&mut self, index: Index) -> Result<(), StorageFailure> {
-        dispatch!(self, storage => storage.compact_log(index))
-    }
-
-    fn crash(self, torn: bool) -> Result<Self, StorageFailure> {
-        Ok(match self {
-            NodeStorage::Mem(storage) => NodeStorage::Mem(SimStorage::crash(storage, torn)?),
-            NodeStorage::Disk(storage) => NodeStorage::Disk(SimStorage::crash(storage, torn)?),
-        })
-    }
-
-    fn fork(&self) -> Result<Self, StorageFailure> {
-        Ok(match self {
-            NodeStorage::Mem(storage) => NodeStorage::Mem(SimStorage::fork(storage)?),
-            NodeStorage::Disk(storage) => NodeStorage::Disk(SimStorage::fork(storage)?),
-        })
-    }
-}
-
-impl Storage for NodeStorage {
-    fn initial_state(&self) -> Result<RaftState, StorageError> {
-        dispatch!(self, storage => storage.initial_state())
-    }
-
-    fn entries(&self, low: Index, high: Index, max_bytes: u64) -> Result<Vec<Entry>, StorageError> {
-        dispatch!(self, storage => storage.entries(low, high, max_bytes))
-    }
-
-    fn term(&self, index: Index) -> Result<Term, StorageError> {
-        dispatch!(self, storage => storage.term(index))
-    }
-
-    fn first_index(&self) -> Result<Index, StorageError> {
-        dispatch!(self, storage => storage.first_index())
-    }
-
-    fn last_index(&self) -> Result<Index, StorageError> {
-        dispatch!(self, storage => storage.last_index())
-    }
-
-    fn snapshot(&self, request_index: Index) -> Result<Snapshot, StorageError> {
-        dispatch!(self, storage => storage.snapshot(request_index))
+    /// An independent copy of a `Disk` storage as it is now (unsynced data included,
+    /// to be lost or kept by the copy's own crashes), for faults that need the storage
+    /// as it was before a write. `None` for `Mem` (its groups live in their drivers).
+    pub fn fork(&self) -> Result<Option<NodeDisk>, StorageFailure> {
+        match self {
+            NodeDisk::Disk { fs, .. } => {
+                let fs = fs.fork();
+                let log = open_log(&fs)?;
+                Ok(Some(NodeDisk::Disk { fs, log }))
+            }
+            _ => Ok(None),
+        }
     }
 }
 
-impl LogStore for NodeStorage {
-    fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError> {
-        dispatch!(self, storage => storage.append(entries))
-    }
-
-    fn set_hard_state(&mut self, hard_state: HardState) -> Result<(), StorageError> {
-        dispatch!(self, storage => storage.set_hard_state(hard_state))
-    }
-
-    fn apply_snapshot(&mut self, snapshot: Snapshot) -> Result<(), StorageError> {
-        dispatch!(self, storage => storage.apply_snapshot(snapshot))
-    }
-
-    fn create_snapshot(
-        &mut self,
-        index: Index,
-        conf_state: ConfState,
-        data: Bytes,
-    ) -> Result<Snapshot, StorageError> {
-        dispatch!(self, storage => storage.create_snapshot(index, conf_state, data))
-    }
-
-    fn compact(&mut self, compact_index: Index) -> Result<(), StorageError> {
-        dispatch!(self, storage => storage.compact(compact_index))
-    }
+fn open_log(fs: &SimFs) -> Result<Log, StorageFailure> {
+    Ok(Log::open_with(
+        Arc::new(fs.clone()),
+        Path::new(SIM_DATA_DIR),
+        sim_log_config(),
+    )?)
 }

@@ -14,6 +14,7 @@ mod sim;
 mod sim_fs;
 mod snapshot;
 mod storage;
+mod store;
 
 pub use batch::{GroupWrite, WriteBatch};
 pub use config::{CorruptionPolicy, LogConfig};
@@ -29,6 +30,7 @@ pub use sim::{SimGroupStorage, SIM_DATA_DIR};
 pub use sim_fs::{SimFs, SimFsStats};
 pub use snapshot::SnapshotReader;
 pub use storage::GroupStorage;
+pub use store::GroupStore;
 
 /// A raft group's id. Every record in the shared log carries one.
 pub type GroupId = u64;

@@ -118,7 +118,7 @@ pub(super) fn prepare_memory(
     restore(
         factory,
         group,
-        GroupStore::memory(storage),
+        GroupStore::memory(storage, None),
         snapshot,
         extra_addresses,
     )

@@ -18,7 +18,6 @@ use tokio::sync::{broadcast, mpsc};
 
 use super::{DetachedGroup, Group, GroupEntry, LoadedGroup, RaftLoop, DRAIN_ROUNDS_MAX};
 use crate::apply::{self, ApplyStart, NodeCallers};
-use crate::storage::GroupStore;
 use crate::GroupId;
 
 impl RaftLoop {
@@ -175,7 +174,7 @@ impl RaftLoop {
             if let Some(write) = group.driver.take_ready(&mut out) {
                 let persisted = match group.driver.storage_mut().memory_mut() {
                     Some(memory) => {
-                        GroupStore::persist_in_memory(memory, &write).map_err(|e| e.to_string())
+                        crate::storage::persist_in_memory(memory, &write).map_err(|e| e.to_string())
                     }
                     None => {
                         let mut batch = WriteBatch::new();

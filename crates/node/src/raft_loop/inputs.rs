@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering;
 
 use concord_group::{framing, DriverOutput};
-use concord_raft::{Index, LogStore as _, NodeId, Role};
+use concord_raft::{Index, NodeId, Role};
 use concord_types::ApiError;
 
 use super::{Group, RaftLoop, RaftView, Request, UNKNOWN_GROUP_WARNINGS_MAX};
@@ -176,35 +176,32 @@ impl RaftLoop {
             return;
         };
         let term = group.driver.raw().term();
-        match group.driver.storage_mut().memory_mut() {
-            Some(memory) => {
-                let result = memory
-                    .create_snapshot(snapshot.index, snapshot.conf_state, snapshot.data)
-                    .map(drop)
-                    .map_err(|error| error.to_string());
-                self.snapshot_stored(id, snapshot.index, durable_index, result);
-            }
-            None => {
-                let Some(log) = self.log.clone() else { return };
-                let stored = self.stored_sender.clone();
-                self.storing_snapshots += 1;
-                let index = snapshot.index;
-                self.runtime.spawn_blocking(move || {
-                    let result = log
-                        .create_snapshot(id, index, snapshot.conf_state, snapshot.data)
-                        .map(drop)
-                        .map_err(|error| error.to_string());
-                    let _ = stored.send((id, index, durable_index, result));
-                });
-                tracing::debug!(
-                    node = self.node_id,
-                    group = id,
-                    term,
-                    index,
-                    "storing snapshot"
-                );
-            }
+        if group.driver.storage_mut().memory_mut().is_some() {
+            let result = group
+                .driver
+                .storage_mut()
+                .create_snapshot(id, snapshot.index, snapshot.conf_state, snapshot.data)
+                .map_err(|error| error.to_string());
+            self.snapshot_stored(id, snapshot.index, durable_index, result);
+            return;
         }
+        let mut store = group.driver.raw().storage().clone();
+        let stored = self.stored_sender.clone();
+        self.storing_snapshots += 1;
+        let index = snapshot.index;
+        self.runtime.spawn_blocking(move || {
+            let result = store
+                .create_snapshot(id, index, snapshot.conf_state, snapshot.data)
+                .map_err(|error| error.to_string());
+            let _ = stored.send((id, index, durable_index, result));
+        });
+        tracing::debug!(
+            node = self.node_id,
+            group = id,
+            term,
+            index,
+            "storing snapshot"
+        );
     }
 
     /// A snapshot is stored: compact the log behind it, keeping

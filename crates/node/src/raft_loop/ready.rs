@@ -11,7 +11,6 @@ use concord_storage::WriteBatch;
 
 use super::RaftLoop;
 use crate::apply::{deliver, ApplyWork, NodeCallers};
-use crate::storage::GroupStore;
 use crate::GroupId;
 
 impl RaftLoop {
@@ -32,7 +31,7 @@ impl RaftLoop {
             if let Some(write) = write {
                 match group.driver.storage_mut().memory_mut() {
                     Some(memory) => {
-                        if let Err(error) = GroupStore::persist_in_memory(memory, &write) {
+                        if let Err(error) = crate::storage::persist_in_memory(memory, &write) {
                             failure = Some(format!("group {id}: {error}"));
                         }
                         group.driver.finish_ready(&mut out);

@@ -6,9 +6,10 @@ use bytes::Bytes;
 use concord_raft::{Index, NodeId, PlantedBug, ReadOnlyOption};
 use concord_sim::checkers::{CheckerKind, CheckerSet, Violation};
 use concord_sim::cluster::ClusterEvent;
+use concord_sim::cluster::{Answer, PRIMARY_GROUP};
 use concord_sim::cluster::{Cluster, ClusterOptions};
 use concord_sim::history::{History, Op, Response};
-use concord_sim::kv::Command;
+use concord_sim::kv::{decode_response, encode_op, get_query};
 use concord_sim::linearizability;
 use concord_sim::network::TICK_INSTANTS;
 use concord_sim::run::{run, RunOptions};
@@ -229,12 +230,8 @@ fn write(
     op: Op,
 ) -> Result<bool, Violation> {
     let id = history.invoke(client, op.clone(), cluster.now());
-    let command = Command {
-        client,
-        request: 1,
-        op,
-    };
-    let Ok(position) = cluster.propose_on(node, command.encode()) else {
+    let _ = client;
+    let Ok(position) = cluster.propose_on(node, encode_op(&op)) else {
         history.fail(id, cluster.now());
         return Ok(false);
     };
@@ -279,22 +276,19 @@ fn lease_read_scenario(seed: u64, bug: Option<PlantedBug>) -> Result<Option<Hist
     cluster.run_instant();
     cluster.take_events();
     let read = history.invoke(3, Op::get("k"), cluster.now());
-    if cluster.read_index(1, 7, b"k").is_err() {
-        history.fail(read, cluster.now());
-        return Ok(Some(history));
-    }
+    cluster.read(PRIMARY_GROUP, 1, 7, get_query(b"k"));
     let mut served = None;
     for _ in 0..10 * TICK_INSTANTS {
         cluster.run_instant();
         for event in cluster.take_events() {
-            if let ClusterEvent::ReadServed {
+            if let ClusterEvent::Answered {
                 tag: 7,
-                value,
+                answer: Answer::Read(result),
                 time,
                 ..
             } = event
             {
-                served = Some((value, time));
+                served = Some((result, time));
             }
         }
         if served.is_some() {
@@ -302,7 +296,12 @@ fn lease_read_scenario(seed: u64, bug: Option<PlantedBug>) -> Result<Option<Hist
         }
     }
     match served {
-        Some((value, time)) => history.complete(read, Response::Value(value), time),
+        Some((Ok(read_response), time)) => {
+            let response = decode_response(&read_response.response).expect("a value");
+            history.complete(read, response, time)
+        }
+        // Refused (not leader, lease gone): it certainly read nothing.
+        Some((Err(_), time)) => history.fail(read, time),
         None => history.unknown(read),
     }
     Ok(Some(history))
