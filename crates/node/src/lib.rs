@@ -24,7 +24,7 @@ pub use concord_types::{
 };
 pub use config::{ConfigError, NodeConfig};
 pub use node::{
-    GroupHandle, Node, NodeBuilder, NodeError, NodeHandle, TransportMaker, TypedGroup,
+    FaultHooks, GroupHandle, Node, NodeBuilder, NodeError, NodeHandle, TransportMaker, TypedGroup,
     DEFAULT_GROUP,
 };
 pub use storage::StorageBackend;

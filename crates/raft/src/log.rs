@@ -498,48 +498,56 @@ impl<S: Storage> RaftLog<S> {
             .unstable_snapshot
             .as_ref()
             .map(|snapshot| snapshot.metadata.index);
-        let pointers = format!(
-            "first_index {first_index}, applied {}, applying {}, committed {}, persisted {}, \
+        // Formatted only when an assertion fails.
+        let pointers = || {
+            format!(
+                "first_index {first_index}, applied {}, applying {}, committed {}, persisted {}, \
              persisting {}, last_index {last_index}, unstable_offset {}, unstable entries {}, \
              unstable snapshot {snapshot_index:?}",
-            self.applied,
-            self.applying,
-            self.committed,
-            self.persisted,
-            self.persisting,
-            self.unstable_offset,
-            self.unstable_entries.len(),
-        );
+                self.applied,
+                self.applying,
+                self.committed,
+                self.persisted,
+                self.persisting,
+                self.unstable_offset,
+                self.unstable_entries.len(),
+            )
+        };
         assert!(
             first_index - 1 <= self.applying
                 && self.applied <= self.applying
                 && self.applying <= self.committed
                 && self.committed <= last_index,
             "log pointers out of order (want first_index - 1 <= applying <= committed <= \
-             last_index, applied <= applying): {pointers}"
+             last_index, applied <= applying): {}",
+            pointers()
         );
         assert!(
             self.persisted <= self.persisting
                 && self.persisting <= last_index
                 && self.unstable_offset - 1 <= self.persisting,
             "persist pointers out of order (want persisted <= persisting <= last_index, \
-             unstable_offset - 1 <= persisting): {pointers}"
+             unstable_offset - 1 <= persisting): {}",
+            pointers()
         );
         match snapshot_index {
             Some(index) => assert!(
                 self.unstable_offset == index + 1 && self.persisted < index,
                 "unstable snapshot out of place (want unstable_offset == snapshot index + 1, \
-                 persisted < snapshot index): {pointers}"
+                 persisted < snapshot index): {}",
+                pointers()
             ),
             None => assert!(
                 self.persisted == self.unstable_offset - 1,
-                "persisted is not just below the unstable tail: {pointers}"
+                "persisted is not just below the unstable tail: {}",
+                pointers()
             ),
         }
         assert!(
             last_index == self.unstable_offset + self.unstable_entries.len() as Index - 1,
             "last_index is not the end of the unstable tail (was storage written past what \
-             was acknowledged?): {pointers}"
+             was acknowledged?): {}",
+            pointers()
         );
         if let (Some(first), Some(last)) =
             (self.unstable_entries.first(), self.unstable_entries.last())
@@ -548,7 +556,8 @@ impl<S: Storage> RaftLog<S> {
                 first.index == self.unstable_offset
                     && last.index
                         == self.unstable_offset + self.unstable_entries.len() as Index - 1,
-                "unstable entries {}..={} do not start at unstable_offset: {pointers}",
+                "unstable entries {}..={} do not start at unstable_offset: {}",
+                pointers(),
                 first.index,
                 last.index
             );

@@ -93,13 +93,21 @@ pub struct ServeArgs {
     /// A node configuration file (TOML, the fields of concord-node's node.example.toml)
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Tests only: the answers to the next COUNT writes served are lost after they
+    /// apply (the client sees the connection reset)
+    #[arg(long, value_name = "COUNT", default_value_t = 0, hide = true)]
+    pub fault_lose_replies: u64,
+    /// Tests only: how long a lost answer is held before the client hears of it
+    #[arg(long, value_name = "MS", default_value_t = 0, hide = true)]
+    pub fault_lost_reply_delay_ms: u64,
 }
 
 /// How a client reaches the cluster.
 #[derive(Debug, Args)]
 pub struct PeerArgs {
-    /// Address of any node of the cluster
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7001")]
+    /// Address of any node of the cluster, or several, comma-separated (tried in turn
+    /// when one cannot be reached)
+    #[arg(long, value_name = "ADDR[,ADDR...]", default_value = "127.0.0.1:7001")]
     pub peer: String,
     /// Give up after this many milliseconds
     #[arg(long, value_name = "MS", default_value = "10000")]

@@ -4,7 +4,9 @@ use std::future::Future;
 use std::io::Write;
 use std::time::Duration;
 
-use concord_node::{ApiError, GroupSpec, Node, NodeConfig, NodeHandle, Typed, DEFAULT_GROUP};
+use concord_node::{
+    ApiError, FaultHooks, GroupSpec, Node, NodeConfig, NodeHandle, Typed, DEFAULT_GROUP,
+};
 use tokio::time::Instant;
 
 use crate::cli::ServeArgs;
@@ -39,7 +41,13 @@ pub async fn serve(args: ServeArgs, out: &mut dyn Write) -> Result<(), Error> {
     let config = node_config(&args)?;
     let id = config.node_id;
     let data_dir = config.data_dir.display().to_string();
-    let node = Node::start(config, |_group| Typed(Store::default()))
+    let hooks = FaultHooks {
+        lose_replies: args.fault_lose_replies.into(),
+        lost_reply_delay_ms: args.fault_lost_reply_delay_ms,
+    };
+    let node = Node::builder(config, |_group| Typed(Store::default()))
+        .fault_hooks(std::sync::Arc::new(hooks))
+        .start()
         .await
         .map_err(|error| Error::failure(format!("starting node {id} in {data_dir}"), error))?;
     let bound = node

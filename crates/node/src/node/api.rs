@@ -2,6 +2,8 @@
 //! forwarded (the remote client follows `NotLeader` itself), so a request cannot
 //! bounce between nodes.
 
+use std::sync::atomic::Ordering;
+
 use bytes::Bytes;
 use concord_group::{framing, AdminOp};
 use concord_raft::NodeId;
@@ -24,7 +26,27 @@ impl RaftApi for NodeHandle {
             Some(id) => framing::encode_request(id, &data),
             None => framing::encode_command(&data),
         };
-        self.propose_here(group, data).await
+        let result = self.propose_here(group, data).await;
+        let hooks = &self.inner.fault_hooks;
+        if result.is_ok()
+            && hooks
+                .lose_replies
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                    left.checked_sub(1)
+                })
+                .is_ok()
+        {
+            tracing::warn!(
+                node = self.node_id(),
+                group,
+                "fault hook: the answer to an applied proposal is lost"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(hooks.lost_reply_delay_ms)).await;
+            return Err(ApiError::Unavailable(
+                "connection reset by peer (fault hook: the answer was lost)".into(),
+            ));
+        }
+        result
     }
 
     async fn register_client(&self, group: GroupId) -> Result<ClientId, ApiError> {

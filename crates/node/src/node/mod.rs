@@ -80,6 +80,17 @@ pub enum NodeError {
     Thread(String),
 }
 
+/// Faults a test can plant in a node's client service, to make a failure that a real
+/// network produces by chance happen every time.
+#[derive(Debug, Default)]
+pub struct FaultHooks {
+    /// The next this many proposals served over gRPC apply, but their answers are
+    /// lost: the client gets `Unavailable` ("connection reset") instead.
+    pub lose_replies: std::sync::atomic::AtomicU64,
+    /// How long a lost answer is held before the client hears of it, in milliseconds.
+    pub lost_reply_delay_ms: u64,
+}
+
 /// Makes the transport of a node, given the sender of the node's inbox (where
 /// messages from peers must be delivered).
 pub type TransportMaker = Box<dyn FnOnce(mpsc::Sender<Inbound>) -> Arc<dyn Transport> + Send>;
@@ -111,6 +122,7 @@ impl Node {
             serve: true,
             loop_on_runtime: false,
             exactly_once: true,
+            fault_hooks: None,
         }
     }
 }
@@ -125,6 +137,7 @@ pub struct NodeBuilder {
     serve: bool,
     loop_on_runtime: bool,
     exactly_once: bool,
+    fault_hooks: Option<Arc<FaultHooks>>,
 }
 
 impl NodeBuilder {
@@ -173,6 +186,12 @@ impl NodeBuilder {
     /// time and registering a client fails.
     pub fn without_exactly_once(mut self) -> Self {
         self.exactly_once = false;
+        self
+    }
+
+    /// Plants `hooks` in the node's client service (tests only).
+    pub fn fault_hooks(mut self, hooks: Arc<FaultHooks>) -> Self {
+        self.fault_hooks = Some(hooks);
         self
     }
 
@@ -364,6 +383,7 @@ impl NodeBuilder {
                 shutdown,
                 tasks: Mutex::new(Vec::new()),
                 loop_stopped: tokio::sync::Mutex::new(Some(stopped)),
+                fault_hooks: self.fault_hooks.unwrap_or_default(),
             }),
         };
         if let Some(listener) = listener {
@@ -431,4 +451,5 @@ struct NodeInner {
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// Answers with the apply tasks once the raft loop has stopped.
     loop_stopped: tokio::sync::Mutex<Option<oneshot::Receiver<Vec<JoinHandle<()>>>>>,
+    fault_hooks: Arc<FaultHooks>,
 }

@@ -155,11 +155,18 @@ impl Cluster {
 
     /// After any input to `id`: check it, then run its turn.
     pub(super) fn after_input(&mut self, id: NodeId) {
-        self.observe(id);
+        self.observe(id, None);
         self.drive(id);
     }
 
-    fn observe(&mut self, id: NodeId) {
+    /// After an input to `group` on `id`: check that group, then run the node's turn.
+    pub(super) fn after_group_input(&mut self, id: NodeId, group: GroupId) {
+        self.observe(id, Some(group));
+        self.drive(id);
+    }
+
+    /// Checks node `id`'s groups (or only `only`) after something changed them.
+    fn observe(&mut self, id: NodeId, only: Option<GroupId>) {
         if self.failure.is_some() {
             return;
         }
@@ -171,6 +178,9 @@ impl Cluster {
             return;
         };
         for (&group, running) in up.groups.iter_mut() {
+            if only.is_some_and(|only| only != group) {
+                continue;
+            }
             let raft = running.driver.raw().raft();
             if self.options.check_core_invariants {
                 raft.check_invariants();
@@ -203,13 +213,17 @@ impl Cluster {
     /// Node `id`'s turn: while no write is in progress and a group has work, take
     /// every such group's Ready, write their durable parts as one batch, finish them.
     fn drive(&mut self, id: NodeId) {
+        let mut round = 0;
         loop {
             if self.failure.is_some() {
                 return;
             }
             // What the last round changed (advancing can commit) is checked before the
-            // next round hands it out.
-            self.observe(id);
+            // next round hands it out; the input before the first was checked already.
+            if round > 0 {
+                self.observe(id, None);
+            }
+            round += 1;
             let Some(mut up) = self.take_up(id) else {
                 return;
             };
@@ -394,7 +408,7 @@ impl Cluster {
             }
         }
         self.put_up(id, up);
-        self.observe(id);
+        self.observe(id, None);
         let crash_point = voted || leader_committed;
         if crash_point
             && self.failure.is_none()

@@ -282,7 +282,7 @@ impl Cluster {
         let result = input(&mut running.driver, &mut out);
         self.handle_output(id, &mut up, group, out);
         self.put_up(id, up);
-        self.after_input(id);
+        self.after_group_input(id, group);
         Some(result)
     }
 }

@@ -2,6 +2,7 @@
 //! by the OS, every process killed and reaped when a test ends however it ends.
 
 mod cli;
+mod exactly_once;
 mod failover;
 mod membership;
 mod regressions;
