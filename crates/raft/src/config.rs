@@ -36,8 +36,13 @@ pub struct Config {
     /// This node's id; must not be 0.
     pub id: NodeId,
     /// The minimum election timeout, in ticks. Each election timeout is drawn at random
-    /// from `[election_timeout_ticks, 2 * election_timeout_ticks)` (§5.2).
+    /// from `[election_timeout_ticks, election_timeout_max_ticks)` (§5.2). It is also
+    /// the leader's check-quorum period and the length of a leader lease.
     pub election_timeout_ticks: u32,
+    /// The end (exclusive) of the range election timeouts are drawn from, in ticks;
+    /// `None` means `2 * election_timeout_ticks`. Must be above
+    /// `election_timeout_ticks`.
+    pub election_timeout_max_ticks: Option<u32>,
     /// How often a leader sends heartbeats, in ticks. Must be below the election timeout.
     pub heartbeat_interval_ticks: u32,
     /// Most bytes of entries in one append message.
@@ -75,6 +80,7 @@ impl Default for Config {
         Config {
             id: NO_NODE,
             election_timeout_ticks: 10,
+            election_timeout_max_ticks: None,
             heartbeat_interval_ticks: 2,
             append_bytes_max: 1024 * 1024,
             inflight_messages_max: 256,
@@ -94,6 +100,12 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The end (exclusive) of the election timeout range, in ticks.
+    pub fn election_timeout_end_ticks(&self) -> u32 {
+        self.election_timeout_max_ticks
+            .unwrap_or(self.election_timeout_ticks.saturating_mul(2))
+    }
+
     /// The default configuration for node `id`.
     pub fn new(id: NodeId) -> Self {
         Config {
@@ -118,6 +130,15 @@ impl Config {
                  usually 5 to 10 times it",
                 self.election_timeout_ticks, self.heartbeat_interval_ticks
             ));
+        }
+        if let Some(max) = self.election_timeout_max_ticks {
+            if max <= self.election_timeout_ticks {
+                return fail(format!(
+                    "election_timeout_max_ticks ({max}) must be greater than \
+                     election_timeout_ticks ({}): timeouts are drawn from [min, max)",
+                    self.election_timeout_ticks
+                ));
+            }
         }
         if self.inflight_messages_max == 0 {
             return fail("inflight_messages_max must be at least 1".into());
@@ -189,6 +210,13 @@ mod tests {
                     ..Config::new(1)
                 },
                 "election_timeout_ticks",
+            ),
+            (
+                Config {
+                    election_timeout_max_ticks: Some(10),
+                    ..Config::new(1)
+                },
+                "election_timeout_max_ticks",
             ),
             (
                 Config {

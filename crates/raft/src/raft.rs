@@ -110,7 +110,7 @@ pub struct Raft<S: Storage> {
     // since the last check-quorum round.
     election_elapsed: u32,
     heartbeat_elapsed: u32,
-    // Invariant: election_timeout_ticks <= randomized < 2 * election_timeout_ticks.
+    // Invariant: election_timeout_ticks <= randomized < election_timeout_end_ticks().
     randomized_election_timeout_ticks: u32,
     /// Ticks since this node started; used for the leader lease.
     now_ticks: u64,
@@ -304,7 +304,8 @@ impl<S: Storage> Raft<S> {
 
     fn reset_randomized_election_timeout(&mut self) {
         let base = self.config.election_timeout_ticks;
-        self.randomized_election_timeout_ticks = base + (self.rng.next_u64() % base as u64) as u32;
+        let spread = u64::from(self.config.election_timeout_end_ticks() - base);
+        self.randomized_election_timeout_ticks = base + (self.rng.next_u64() % spread) as u32;
     }
 
     /// Becomes a follower of `leader` (or of nobody yet) in `term`.
@@ -1629,7 +1630,8 @@ impl<S: Storage> Raft<S> {
         }
         assert!(
             self.randomized_election_timeout_ticks >= self.config.election_timeout_ticks
-                && self.randomized_election_timeout_ticks < 2 * self.config.election_timeout_ticks,
+                && self.randomized_election_timeout_ticks
+                    < self.config.election_timeout_end_ticks(),
             "node {}: randomized election timeout {} out of range",
             self.id,
             self.randomized_election_timeout_ticks

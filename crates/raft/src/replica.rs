@@ -4,8 +4,26 @@
 //! [`MemStorage`].
 //!
 //! It is the one place in the crate that reads a real clock and blocks: the core counts
-//! time in ticks, and the replica ticks it every `heartbeat_timeout / 4`
-//! ([`HEARTBEAT_INTERVAL_TICKS`]).
+//! time in ticks, and the replica ticks it at a quarter of `heartbeat_timeout` or a
+//! sixteenth of the election timeout range's width, whichever is shorter
+//! ([`HEARTBEAT_INTERVAL_TICKS_MIN`], [`ELECTION_TIMEOUT_SPREAD_TICKS_MIN`]), and not
+//! below [`TICK_DURATION_MIN`].
+//!
+//! # Elections
+//!
+//! Each election timeout is drawn from `election_timeout_range`, both ends included to
+//! the tick (the lower end rounded up, the upper one down). The draws come from a
+//! generator seeded from the operating system's randomness, so replicas started
+//! together draw different timeouts on every run; [`ReplicaOptions::seed`] fixes the
+//! seed for a reproducible run.
+//!
+//! A replica does not wait a whole timeout before its first election: with pre-vote
+//! and check-quorum on (the core's defaults) its first timeout is drawn from
+//! `(0, max − min]` (to the tick), as if its timer had started `min` before the replica
+//! did. A
+//! replica joining a group that has a leader cannot disturb it this way: its pre-vote
+//! is refused by every voter that hears from the leader. With either switch off, the
+//! first timeout is a whole one.
 //!
 //! # What the replica does
 //!
@@ -62,9 +80,7 @@
 //! - The log, term and vote live in memory. A replica restarted under the same id has
 //!   forgotten its vote, which Raft needs durable (§5.2); start it again only as a
 //!   fresh member or with a [`StateMachine::get_snapshot`] you accept that risk for.
-//! - The core draws each election timeout from `[min, 2 × min)` (rounded up to whole
-//!   ticks), where `min` is `election_timeout_range.0`. `election_timeout_range.1` is
-//!   checked to be above `min` but the spread is the core's.
+//! - Election timeouts are measured in whole ticks (see [Elections](#elections)).
 //!
 //! # Example
 //!
@@ -204,12 +220,20 @@ use crate::types::{
     NO_NODE,
 };
 
-/// Ticks per heartbeat interval: the replica ticks the core every
-/// `heartbeat_timeout / HEARTBEAT_INTERVAL_TICKS`, so election timeouts are measured
-/// to a quarter of a heartbeat.
-pub const HEARTBEAT_INTERVAL_TICKS: u32 = 4;
+/// The fewest ticks per heartbeat interval: a tick is at most a quarter of
+/// `heartbeat_timeout`.
+pub const HEARTBEAT_INTERVAL_TICKS_MIN: u32 = 4;
 
-/// The smallest `heartbeat_timeout` accepted, so a tick is at least a quarter of it.
+/// The fewest distinct election timeouts the replica can draw: a tick is at most a
+/// sixteenth of the election timeout range's width, so replicas started together
+/// rarely draw the same timeout and split their votes.
+pub const ELECTION_TIMEOUT_SPREAD_TICKS_MIN: u32 = 16;
+
+/// The shortest tick the replica runs at, unless the heartbeat itself is shorter than
+/// four of them: a finer clock would wake the thread for nothing.
+pub const TICK_DURATION_MIN: Duration = Duration::from_millis(1);
+
+/// The smallest `heartbeat_timeout` accepted.
 pub const HEARTBEAT_TIMEOUT_MIN: Duration = Duration::from_millis(1);
 
 /// Most `Ready`s handled in one turn of the loop before the replica looks at its
@@ -341,8 +365,13 @@ pub struct ReplicaOptions {
     /// Entries kept below each snapshot's index when compacting, so a follower a little
     /// behind is sent entries rather than the whole snapshot.
     pub snapshot_trailing_entries: u64,
+    /// Seed of the generator election timeouts are drawn from; `None` (the default)
+    /// draws one from the operating system. Fix it only for a reproducible run:
+    /// replicas given the same seed draw the same timeouts.
+    pub seed: Option<u64>,
     /// The core's configuration. The replica sets `id`, `election_timeout_ticks`,
-    /// `heartbeat_interval_ticks` and `applied` itself; the rest is used as given.
+    /// `election_timeout_max_ticks`, `heartbeat_interval_ticks`, `seed` and `applied`
+    /// itself; the rest is used as given.
     pub raft: Config,
 }
 
@@ -351,6 +380,7 @@ impl Default for ReplicaOptions {
         ReplicaOptions {
             snapshot_interval_entries: 1024,
             snapshot_trailing_entries: 64,
+            seed: None,
             raft: Config::default(),
         }
     }
@@ -392,6 +422,9 @@ where
     snapshot_interval_entries: u64,
     snapshot_trailing_entries: u64,
     tick_duration: Duration,
+    /// Ticks counted before the loop starts, so the first election timeout is shorter
+    /// (see [Elections](self#elections)).
+    head_start_ticks: u32,
     /// The leader last passed to `register_leader`.
     leader: Option<NodeId>,
     /// Membership as of `applied`; recorded in the snapshots this replica creates.
@@ -413,10 +446,10 @@ where
     /// [`ReplicaOptions`].
     ///
     /// `heartbeat_timeout` is how often a leader sends heartbeats; an election starts
-    /// when a follower hears nothing for an election timeout drawn from about
-    /// `election_timeout_range` (see the module's limits). Pick the range 2–3 times the
-    /// heartbeat or more, after your network's latency. Errors name the argument that
-    /// is wrong.
+    /// when a follower hears nothing for an election timeout drawn from
+    /// `election_timeout_range` (see [Elections](self#elections)). Pick the range 2–3
+    /// times the heartbeat or more, after your network's latency. Errors name the
+    /// argument that is wrong.
     pub fn new(
         id: NodeId,
         peer_ids: Vec<NodeId>,
@@ -454,8 +487,15 @@ where
         let timing = Timing::from_durations(heartbeat_timeout, election_timeout_range)?;
         let mut config = options.raft;
         config.id = id;
-        config.heartbeat_interval_ticks = HEARTBEAT_INTERVAL_TICKS;
+        config.heartbeat_interval_ticks = timing.heartbeat_interval_ticks;
         config.election_timeout_ticks = timing.election_timeout_ticks;
+        config.election_timeout_max_ticks = Some(timing.election_timeout_end_ticks);
+        config.seed = options.seed.unwrap_or_else(|| seed_from_os(id));
+        let head_start_ticks = if config.pre_vote && config.check_quorum {
+            timing.election_timeout_ticks - 1
+        } else {
+            0
+        };
 
         let mut storage = MemStorage::with_conf_state(voters.clone());
         let initial_snapshot = lock(&state_machine, "state machine")
@@ -487,6 +527,7 @@ where
             snapshot_interval_entries: options.snapshot_interval_entries,
             snapshot_trailing_entries: options.snapshot_trailing_entries,
             tick_duration: timing.tick_duration,
+            head_start_ticks,
             leader: None,
             conf_state,
             applied,
@@ -518,6 +559,11 @@ where
         {
             // The only voter needs no election timeout to win.
             self.node.campaign();
+        } else {
+            // Ticks short of the lowest timeout: no election can start here.
+            for _ in 0..std::mem::take(&mut self.head_start_ticks) {
+                self.node.tick();
+            }
         }
         let mut next_tick = Instant::now() + self.tick_duration;
         let mut message_channel_open = true;
@@ -784,11 +830,15 @@ fn voters(id: NodeId, peer_ids: &[NodeId]) -> Result<ConfState, Error> {
     Ok(ConfState::with_voters(voters))
 }
 
-/// The clock: the real time of a tick and the election timeout in ticks.
+/// The clock: the real time of a tick, and the heartbeat and election timeouts in
+/// ticks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Timing {
     tick_duration: Duration,
+    heartbeat_interval_ticks: u32,
     election_timeout_ticks: u32,
+    /// The end (exclusive) of the election timeout range.
+    election_timeout_end_ticks: u32,
 }
 
 impl Timing {
@@ -815,21 +865,55 @@ impl Timing {
                  election_timeout_range.0 ({election_timeout_min:?})"
             ));
         }
-        let tick_duration = heartbeat_timeout / HEARTBEAT_INTERVAL_TICKS;
+        let quarter_heartbeat = heartbeat_timeout / HEARTBEAT_INTERVAL_TICKS_MIN;
+        let spread_step =
+            (election_timeout_max - election_timeout_min) / ELECTION_TIMEOUT_SPREAD_TICKS_MIN;
+        let tick_duration = quarter_heartbeat
+            .min(spread_step)
+            .max(quarter_heartbeat.min(TICK_DURATION_MIN));
         let tick_nanos = tick_duration.as_nanos();
-        let election_timeout_ticks = election_timeout_min.as_nanos().div_ceil(tick_nanos);
-        let Ok(election_timeout_ticks) = u32::try_from(election_timeout_ticks) else {
-            return fail(format!(
-                "election_timeout_range.0 ({election_timeout_min:?}) is too long: over \
-                 {} ticks of {tick_duration:?}",
-                u32::MAX
-            ));
+        let too_long = |what: &str, value: Duration| {
+            Error::Config(format!(
+                "{what} ({value:?}) is too long: over {} ticks of {tick_duration:?}",
+                u32::MAX - 1
+            ))
         };
+        let ticks = |nanos: u128, what: &str, value: Duration| {
+            u32::try_from(nanos)
+                .ok()
+                .filter(|&ticks| ticks < u32::MAX)
+                .ok_or_else(|| too_long(what, value))
+        };
+        let heartbeat_interval_ticks = ticks(
+            heartbeat_timeout.as_nanos() / tick_nanos,
+            "heartbeat_timeout",
+            heartbeat_timeout,
+        )?;
+        let election_timeout_ticks = ticks(
+            election_timeout_min.as_nanos().div_ceil(tick_nanos),
+            "election_timeout_range.0",
+            election_timeout_min,
+        )?;
+        // The last whole tick not beyond the range's end is the highest timeout drawn.
+        let highest = ticks(
+            election_timeout_max.as_nanos() / tick_nanos,
+            "election_timeout_range.1",
+            election_timeout_max,
+        )?;
         Ok(Timing {
             tick_duration,
+            heartbeat_interval_ticks,
             election_timeout_ticks,
+            election_timeout_end_ticks: highest.max(election_timeout_ticks) + 1,
         })
     }
+}
+
+/// A seed for replica `id`'s generator from the operating system's randomness (the
+/// standard library seeds `RandomState` from it).
+fn seed_from_os(id: NodeId) -> u64 {
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one(id)
 }
 
 /// How a tracked proposal fared, judged from an installed snapshot's position.
@@ -978,15 +1062,50 @@ mod tests {
     }
 
     // Each invalid timing is rejected with a message naming the argument; a valid one
-    // maps to a quarter-heartbeat tick and an election timeout rounded up to ticks.
+    // maps to a tick fine enough for the heartbeat and the range, the lower end rounded
+    // up to ticks and the upper one down.
     #[test]
     fn timing_validates_and_rounds_up() {
         let ms = Duration::from_millis;
+        // A quarter heartbeat is finer than a sixteenth of the range.
         assert_eq!(
             Timing::from_durations(ms(20), (ms(101), ms(200))),
             Ok(Timing {
                 tick_duration: ms(5),
-                election_timeout_ticks: 21
+                heartbeat_interval_ticks: 4,
+                election_timeout_ticks: 21,
+                election_timeout_end_ticks: 41,
+            })
+        );
+        // little_raft's own settings: a sixteenth of 200 ms, so 17 timeouts from
+        // 750 ms to 950 ms, both ends included.
+        assert_eq!(
+            Timing::from_durations(ms(500), (ms(750), ms(950))),
+            Ok(Timing {
+                tick_duration: Duration::from_micros(12_500),
+                heartbeat_interval_ticks: 40,
+                election_timeout_ticks: 60,
+                election_timeout_end_ticks: 77,
+            })
+        );
+        // A narrow range does not tick faster than TICK_DURATION_MIN...
+        assert_eq!(
+            Timing::from_durations(ms(100), (ms(300), ms(301))),
+            Ok(Timing {
+                tick_duration: ms(1),
+                heartbeat_interval_ticks: 100,
+                election_timeout_ticks: 300,
+                election_timeout_end_ticks: 302,
+            })
+        );
+        // ...unless the heartbeat is shorter than four of it.
+        assert_eq!(
+            Timing::from_durations(ms(2), (ms(3), ms(4))),
+            Ok(Timing {
+                tick_duration: Duration::from_micros(500),
+                heartbeat_interval_ticks: 4,
+                election_timeout_ticks: 6,
+                election_timeout_end_ticks: 9,
             })
         );
         let cases = [
@@ -1821,6 +1940,7 @@ mod cluster_tests {
             snapshot_interval_entries: 20,
             snapshot_trailing_entries: 5,
             raft,
+            ..ReplicaOptions::default()
         };
         let group = TestGroup::start(3, reliable(), options);
         let leader = group.wait_for_leader();
