@@ -14,11 +14,11 @@ use std::io::Write;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use concord_raft::{ConfState, Index, NodeId, Snapshot, Term};
+use concord_raft::{ConfState, Entry, EntryKind, Index, NodeId, Snapshot, Term};
 use concord_types::{ApiError, GroupId, ProposeResponse, ReadResponse, RequestId};
 
 use crate::exactly_once::Admission;
-use crate::framing::{Addresses, GroupSpec, SnapshotHeader};
+use crate::framing::{self, Addresses, GroupSpec, Payload, SnapshotHeader};
 use crate::state_machine::{
     ApplyContext, LeaderNotice, StateMachine, StateMachineError, StateMachineFactory,
 };
@@ -61,6 +61,19 @@ pub enum EntryPayload {
     Membership(ConfState),
     /// Data this version cannot read: the group stops rather than diverge.
     Unreadable(String),
+}
+
+impl From<Payload> for EntryPayload {
+    fn from(payload: Payload) -> Self {
+        match payload {
+            Payload::Noop => EntryPayload::Noop,
+            Payload::Command(command) => EntryPayload::Command(command),
+            Payload::Request { id, command } => EntryPayload::Request { id, command },
+            Payload::Register => EntryPayload::Register,
+            Payload::Address { node, address } => EntryPayload::Address { node, address },
+            Payload::Unreadable(reason) => EntryPayload::Unreadable(reason),
+        }
+    }
 }
 
 /// One committed entry handed to the applier, with its proposer when this node
@@ -236,11 +249,20 @@ pub struct Applier<C: Callers> {
     waiting_reads: BTreeMap<Index, Vec<(Term, PendingRead<C>)>>,
     /// Why the group stopped, once it did.
     stopped: Option<String>,
+    /// The highest index the state machine already holds: above `applied` only for a
+    /// durable state machine restarted ahead of the group's snapshot. Entries up to
+    /// it are followed (index, membership, addresses) but not applied again.
+    state_machine_holds: Index,
 }
 
 impl<C: Callers> Applier<C> {
     /// An applier starting from `start`.
     pub fn new(start: ApplierStart) -> Self {
+        let state_machine_holds = start
+            .state_machine
+            .durable_index()
+            .unwrap_or(0)
+            .max(start.applied);
         Applier {
             group: start.group,
             spec: start.spec,
@@ -255,6 +277,7 @@ impl<C: Callers> Applier<C> {
             bytes_since_snapshot: 0,
             waiting_reads: BTreeMap::new(),
             stopped: None,
+            state_machine_holds,
         }
     }
 
@@ -408,58 +431,26 @@ impl<C: Callers> Applier<C> {
         );
         let (index, term) = (entry.index, entry.term);
         let mut events = Vec::new();
-        let outcome: Result<Option<Result<Bytes, ApiError>>, String> = match entry.payload {
-            EntryPayload::Noop => Ok(None),
+        match &entry.payload {
             EntryPayload::Address { node, address } => {
-                self.addresses.insert(node, address);
-                Ok(None)
+                self.addresses.insert(*node, address.clone());
             }
-            EntryPayload::Membership(conf_state) => {
-                self.conf_state = conf_state;
-                Ok(None)
-            }
-            EntryPayload::Unreadable(reason) => {
-                Err(format!("entry {index} (term {term}): {reason}"))
-            }
-            EntryPayload::Command(command) => {
-                let mut context = ApplyContext::new(index, term, None, &mut events);
-                self.state_machine
-                    .apply(&mut context, command)
-                    .map(|response| Some(Ok(response)))
-                    .map_err(|error| format!("applying entry {index}: {error}"))
-            }
-            EntryPayload::Request { id, command } => {
-                let admission = self
-                    .state_machine
-                    .client_table()
-                    .map(|table| table.admit(&id, index));
-                match admission {
-                    Some(Admission::Answered(response)) => Ok(Some(Ok(response))),
-                    Some(Admission::Refused(refusal)) => Ok(Some(Err(refusal.to_api_error(&id)))),
-                    Some(Admission::Apply) | None => {
-                        let mut context = ApplyContext::new(index, term, Some(id), &mut events);
-                        match self.state_machine.apply(&mut context, command) {
-                            Ok(response) => {
-                                if let Some(table) = self.state_machine.client_table() {
-                                    table.record(&id, response.clone());
-                                }
-                                Ok(Some(Ok(response)))
-                            }
-                            Err(error) => Err(format!("applying entry {index}: {error}")),
-                        }
-                    }
-                }
-            }
-            EntryPayload::Register => Ok(Some(match self.state_machine.client_table() {
-                Some(table) => {
-                    let (client, _evicted) = table.register(index);
-                    Ok(Bytes::copy_from_slice(&client.to_be_bytes()))
-                }
-                None => Err(ApiError::InvalidRequest(format!(
-                    "group {} keeps no exactly-once table: requests cannot be registered",
-                    self.group
-                ))),
-            })),
+            EntryPayload::Membership(conf_state) => self.conf_state = conf_state.clone(),
+            _ => {}
+        }
+        let outcome = if index <= self.state_machine_holds && sees(&entry.payload) {
+            // A durable state machine restarted ahead of the group: it has this entry.
+            Ok(Some(Err(ApiError::OutcomeUnknown(format!(
+                "entry {index} was applied before this node restarted"
+            )))))
+        } else {
+            apply_to(
+                self.state_machine.as_mut(),
+                self.group,
+                (index, term),
+                entry.payload,
+                &mut events,
+            )
         };
         match outcome {
             Ok(answer) => {
@@ -534,6 +525,7 @@ impl<C: Callers> Applier<C> {
                 self.conf_state = snapshot.metadata.conf_state.clone();
                 self.applied = index;
                 self.applied_term = snapshot.metadata.term;
+                self.state_machine_holds = index;
                 self.last_snapshot_index = index;
                 self.bytes_since_snapshot = 0;
                 out.events.push(GroupEvent::Restored { index });
@@ -585,6 +577,96 @@ impl Write for CountingWriter<'_> {
     fn flush(&mut self) -> std::io::Result<()> {
         self.inner.flush()
     }
+}
+
+/// True for the payloads the state machine sees.
+fn sees(payload: &EntryPayload) -> bool {
+    matches!(
+        payload,
+        EntryPayload::Command(_) | EntryPayload::Request { .. } | EntryPayload::Register
+    )
+}
+
+/// Applies a command, an exactly-once request or a registration at `(index, term)`
+/// to `state_machine`, adding its events to `events`: the answer for its proposer
+/// (`None` for a payload the state machine does not see), or why the state machine
+/// cannot go on.
+fn apply_to(
+    state_machine: &mut dyn StateMachine,
+    group: GroupId,
+    (index, term): (Index, Term),
+    payload: EntryPayload,
+    events: &mut Vec<Bytes>,
+) -> Result<Option<Result<Bytes, ApiError>>, String> {
+    match payload {
+        EntryPayload::Noop | EntryPayload::Address { .. } | EntryPayload::Membership(_) => Ok(None),
+        EntryPayload::Unreadable(reason) => Err(format!("entry {index} (term {term}): {reason}")),
+        EntryPayload::Command(command) => {
+            let mut context = ApplyContext::new(index, term, None, events);
+            state_machine
+                .apply(&mut context, command)
+                .map(|response| Some(Ok(response)))
+                .map_err(|error| format!("applying entry {index}: {error}"))
+        }
+        EntryPayload::Request { id, command } => {
+            let admission = state_machine
+                .client_table()
+                .map(|table| table.admit(&id, index));
+            match admission {
+                Some(Admission::Answered(response)) => Ok(Some(Ok(response))),
+                Some(Admission::Refused(refusal)) => Ok(Some(Err(refusal.to_api_error(&id)))),
+                Some(Admission::Apply) | None => {
+                    let mut context = ApplyContext::new(index, term, Some(id), events);
+                    match state_machine.apply(&mut context, command) {
+                        Ok(response) => {
+                            if let Some(table) = state_machine.client_table() {
+                                table.record(&id, response.clone());
+                            }
+                            Ok(Some(Ok(response)))
+                        }
+                        Err(error) => Err(format!("applying entry {index}: {error}")),
+                    }
+                }
+            }
+        }
+        EntryPayload::Register => Ok(Some(match state_machine.client_table() {
+            Some(table) => {
+                let (client, _evicted) = table.register(index);
+                Ok(Bytes::copy_from_slice(&client.to_be_bytes()))
+            }
+            None => Err(ApiError::InvalidRequest(format!(
+                "group {group} keeps no exactly-once table: requests cannot be registered"
+            ))),
+        })),
+    }
+}
+
+/// Brings a durable state machine from its durable index forward through `entries`
+/// (the log's entries after it, in order, up to the snapshot the group restarts
+/// from), as the applier would have applied them. Membership changes and addresses
+/// are skipped: the snapshot the group restarts from holds them. Events and answers
+/// go nowhere: nobody waits on a restarting node.
+pub fn replay_log(
+    state_machine: &mut dyn StateMachine,
+    group: GroupId,
+    entries: &[Entry],
+) -> Result<(), String> {
+    let mut events = Vec::new();
+    for entry in entries {
+        if entry.kind != EntryKind::Normal {
+            continue;
+        }
+        let payload = EntryPayload::from(framing::decode_payload(&entry.data));
+        apply_to(
+            state_machine,
+            group,
+            (entry.index, entry.term),
+            payload,
+            &mut events,
+        )?;
+        events.clear();
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -372,3 +372,136 @@ fn snapshots_round_trip_and_bad_ones_stop_the_group() {
     assert_eq!(d.stopped(), Some("entry 2 (term 2): unknown entry tag 9"));
     let _ = ApiError::Timeout;
 }
+
+/// A counter that reports a durable index: what a state machine keeping its own
+/// state on disk would hold after a restart.
+struct DurableCounter {
+    counter: Counter,
+    durable: Index,
+}
+
+impl StateMachine for DurableCounter {
+    fn apply(
+        &mut self,
+        context: &mut ApplyContext<'_>,
+        command: Bytes,
+    ) -> Result<Bytes, StateMachineError> {
+        self.counter.apply(context, command)
+    }
+
+    fn query(&self, query: Bytes) -> Result<Bytes, StateMachineError> {
+        self.counter.query(query)
+    }
+
+    fn snapshot(&self, sink: &mut dyn Write) -> Result<(), StateMachineError> {
+        self.counter.snapshot(sink)
+    }
+
+    fn restore(&mut self, source: &mut dyn Read) -> Result<(), StateMachineError> {
+        self.counter.restore(source)
+    }
+
+    fn durable_index(&self) -> Option<Index> {
+        Some(self.durable)
+    }
+}
+
+// A durable state machine restarted ahead of the group's snapshot (it holds up to
+// 4, the group restarts at 2) is not handed entries 3 and 4 again, though the
+// applier follows them (membership, index); entry 5 is applied.
+#[test]
+fn a_durable_state_machine_is_not_handed_what_it_holds() {
+    let mut applier: Applier<Tags> = Applier::new(ApplierStart {
+        group: 7,
+        spec: GroupSpec::new("counter"),
+        state_machine: Box::new(DurableCounter {
+            counter: Counter { total: 10 },
+            durable: 4,
+        }),
+        applied: 2,
+        applied_term: 2,
+        conf_state: ConfState::with_voters([1]),
+        addresses: Addresses::new(),
+        policy: never(),
+        factory: factory(),
+    });
+    let mut out = ApplyOutput::default();
+    applier.handle(
+        ApplyItem::Entries(vec![
+            entry(3, EntryPayload::Command(Bytes::from_static(b"aa")), None),
+            entry(
+                4,
+                EntryPayload::Membership(ConfState::with_voters([1, 2])),
+                None,
+            ),
+            entry(
+                5,
+                EntryPayload::Command(Bytes::from_static(b"bbb")),
+                Some(9),
+            ),
+        ]),
+        &mut out,
+    );
+    assert_eq!(describe(&out), ["#9: 13 at 5", "event 5: total 13"]);
+    assert_eq!(applier.applied(), 5);
+    assert_eq!(applier.conf_state(), &ConfState::with_voters([1, 2]));
+}
+
+// Replaying the log into a durable state machine applies commands, requests and
+// registrations as the applier would, and skips membership changes and no-ops.
+#[test]
+fn replaying_the_log_applies_what_the_applier_would() {
+    use concord_raft::{ConfChange, Entry, EntryKind};
+    let mut state_machine = factory().create(7, &GroupSpec::new("counter")).unwrap();
+    let normal = |index, data: Bytes| Entry {
+        index,
+        term: 3,
+        kind: EntryKind::Normal,
+        data,
+    };
+    let entries = vec![
+        normal(5, Bytes::new()),
+        normal(6, framing::encode_command(b"aa")),
+        normal(7, framing::encode_register()),
+        Entry {
+            index: 8,
+            term: 3,
+            kind: EntryKind::ConfChange,
+            data: ConfChange::add_voter(2).encode(),
+        },
+        normal(
+            9,
+            framing::encode_request(
+                RequestId {
+                    client: 7,
+                    sequence: 1,
+                    first_unanswered: 1,
+                },
+                b"bbb",
+            ),
+        ),
+    ];
+    replay_log(state_machine.as_mut(), 7, &entries).unwrap();
+    assert_eq!(state_machine.query(Bytes::new()).unwrap(), "5");
+    // The registration at 7 made client 7, whose request 1 is answered now.
+    let table = state_machine.client_table().unwrap();
+    assert!(matches!(
+        table.admit(
+            &RequestId {
+                client: 7,
+                sequence: 1,
+                first_unanswered: 1
+            },
+            10
+        ),
+        Admission::Answered(response) if response == "5"
+    ));
+    // An entry it cannot read stops the replay with the reason.
+    let error = replay_log(
+        state_machine.as_mut(),
+        7,
+        &[normal(11, Bytes::from_static(&[0xff, 1, 2]))],
+    )
+    .unwrap_err();
+    assert!(error.contains("entry 11"), "{error}");
+}

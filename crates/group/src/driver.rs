@@ -851,29 +851,26 @@ impl<S: Storage, C: Callers> GroupDriver<S, C> {
             );
             self.handed_index = entry.index;
             let payload = match entry.kind {
-                EntryKind::Normal => match framing::decode_payload(&entry.data) {
-                    Payload::Noop => {
-                        if self.unannounced_term == Some(entry.term) {
-                            // The term's first entry: everything committed before the
-                            // term began is applied once it is.
+                EntryKind::Normal => {
+                    let payload = framing::decode_payload(&entry.data);
+                    match &payload {
+                        // The term's first entry: everything committed before the term
+                        // began is applied once it is.
+                        Payload::Noop if self.unannounced_term == Some(entry.term) => {
                             self.unannounced_term = None;
                             notice = Some((
                                 committed.len() + 1,
                                 LeaderNotice::Elected { term: entry.term },
                             ));
                         }
-                        EntryPayload::Noop
+                        Payload::Address { node, address } => {
+                            out.learned_addresses.push((*node, address.clone()));
+                            self.addresses.insert(*node, address.clone());
+                        }
+                        _ => {}
                     }
-                    Payload::Command(command) => EntryPayload::Command(command),
-                    Payload::Request { id, command } => EntryPayload::Request { id, command },
-                    Payload::Register => EntryPayload::Register,
-                    Payload::Address { node, address } => {
-                        out.learned_addresses.push((node, address.clone()));
-                        self.addresses.insert(node, address.clone());
-                        EntryPayload::Address { node, address }
-                    }
-                    Payload::Unreadable(reason) => EntryPayload::Unreadable(reason),
-                },
+                    EntryPayload::from(payload)
+                }
                 EntryKind::ConfChange => self.apply_conf_change(&entry, out),
             };
             let proposer =

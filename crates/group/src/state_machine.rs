@@ -137,9 +137,19 @@ pub trait StateMachine: Send + 'static {
     }
 
     /// For a state machine that keeps its state durably itself: the highest index
-    /// whose effects are durable. At restart the log is replayed from here, and the
-    /// log is never compacted past it. `None` (the default): the state lives in
-    /// memory and is rebuilt from the latest snapshot and the log.
+    /// whose effects are durable (with the data, atomically). `None` (the default):
+    /// the state lives in memory and is rebuilt from the latest snapshot and the log.
+    ///
+    /// With `Some`, the log is never compacted past it, and at restart the state
+    /// machine the factory makes (reopening its data) is not restored from the
+    /// group's snapshot: the log after its durable index is replayed into it, and
+    /// entries it already holds are not handed to it again. It is restored from a
+    /// snapshot only when its data is behind what the log still has (lost, say) and
+    /// when the leader sends one; `restore` must then replace the durable state and
+    /// its durable index (the snapshot's bytes are what `snapshot` wrote, so keep the
+    /// applied index in them). Keep the exactly-once table with the data too
+    /// ([`StateMachine::client_table`]): the runtime does not wrap a durable state
+    /// machine in [`ExactlyOnce`].
     fn durable_index(&self) -> Option<Index> {
         None
     }

@@ -3,7 +3,7 @@
 //! its state machine from its latest snapshot. Blocking (the durable log reads and
 //! writes files); the handle runs it on a blocking task.
 
-use concord_group::{Addresses, GroupSpec, SnapshotHeader, StateMachineFactory};
+use concord_group::{replay_log, Addresses, GroupSpec, SnapshotHeader, StateMachineFactory};
 use concord_raft::{ConfState, LogStore, MemStorage, Snapshot, Storage as _};
 use concord_storage::{Log, WriteBatch};
 use concord_types::ApiError;
@@ -124,9 +124,15 @@ pub(super) fn prepare_memory(
     )
 }
 
-/// Builds the group's state machine of the snapshot's kind and restores it from the
-/// snapshot (a joining node has none yet: its state machine starts empty, of no
-/// kind, and the leader's snapshot replaces it).
+/// Builds the group's state machine of the snapshot's kind and brings it to the
+/// snapshot's index (a joining node has none yet: its state machine starts empty, of
+/// no kind, and the leader's snapshot replaces it).
+///
+/// A state machine in memory is restored from the snapshot. A durable one holds its
+/// state up to its own durable index `d` already: at or past the snapshot it is left
+/// as it is (the applier skips what it holds); behind it, the log's entries from `d`
+/// are replayed into it (compaction never passes `d`), or, if the log no longer has
+/// them (the state machine lost its data, say), it is restored from the snapshot.
 fn restore(
     factory: &dyn StateMachineFactory,
     group: GroupId,
@@ -143,7 +149,40 @@ fn restore(
     let mut state_machine = factory
         .create(group, &header.spec)
         .map_err(|error| internal("creating the state machine", error))?;
-    if let Some(state) = state {
+    let index = snapshot.metadata.index;
+    let restore_from_snapshot = match state_machine.durable_index() {
+        None => true,
+        Some(durable) => {
+            let first = store
+                .first_index()
+                .map_err(|error| internal("reading the log", error))?;
+            // Ahead of this node's log is possible (a torn crash lost a tail it had
+            // applied): the leader sends those entries again and the applier skips
+            // them.
+            // Index 1 is the bootstrap snapshot, which holds no command.
+            let replay_from = durable.max(1) + 1;
+            if durable >= index {
+                false
+            } else if replay_from >= first {
+                let entries = store
+                    .entries(replay_from, index + 1, u64::MAX)
+                    .map_err(|error| internal("reading the log to replay", error))?;
+                replay_log(state_machine.as_mut(), group, &entries)
+                    .map_err(|reason| internal("replaying the log", reason))?;
+                false
+            } else {
+                tracing::warn!(
+                    group,
+                    durable,
+                    first,
+                    "the state machine is behind the log's first entry; restoring it \
+                     from the snapshot"
+                );
+                true
+            }
+        }
+    };
+    if let (true, Some(state)) = (restore_from_snapshot, state) {
         state_machine
             .restore(&mut &state[..])
             .map_err(|error| internal("restoring the state machine", error))?;

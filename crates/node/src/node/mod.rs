@@ -426,7 +426,9 @@ impl StateMachineFactory for ExactlyOnceFactory {
         spec: &concord_group::GroupSpec,
     ) -> Result<Box<dyn StateMachine>, StateMachineError> {
         let mut state_machine = self.inner.create(group, spec)?;
-        if state_machine.client_table().is_some() {
+        // A durable state machine keeps its own table with its data (or none): one
+        // kept here would live only in snapshots, which it does not restart from.
+        if state_machine.client_table().is_some() || state_machine.durable_index().is_some() {
             return Ok(state_machine);
         }
         Ok(Box::new(ExactlyOnce::new(state_machine, self.limits)))

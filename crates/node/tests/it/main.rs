@@ -10,4 +10,5 @@ mod node_misc;
 mod node_restart;
 mod node_support;
 mod service;
+mod state_machine_api;
 mod support;

@@ -12,7 +12,7 @@ use concord_node::transport::memory::MemoryNetwork;
 use concord_node::transport::{Transport, TransportMetrics};
 use concord_node::{
     ApiError, ApplyContext, GroupId, GroupSpec, Node, NodeConfig, NodeHandle, StateMachine,
-    StateMachineError,
+    StateMachineError, StateMachineFactory,
 };
 use concord_raft::{Index, NodeId, Role};
 use tempfile::TempDir;
@@ -145,6 +145,24 @@ pub struct TestCluster {
     pub transport_metrics: HashMap<NodeId, Arc<TransportMetrics>>,
     /// Changes every node's config before it starts.
     pub tweak: Arc<dyn Fn(&mut NodeConfig) + Send + Sync>,
+    /// Makes each node's state machine factory, by node id ([`KvStore`]s unless set).
+    pub factory: Arc<dyn Fn(NodeId) -> SharedFactory + Send + Sync>,
+    /// What `start_group` founds groups as.
+    pub spec: GroupSpec,
+}
+
+/// A state machine factory several nodes (or lives of one node) can share.
+#[derive(Clone)]
+pub struct SharedFactory(pub Arc<dyn StateMachineFactory>);
+
+impl StateMachineFactory for SharedFactory {
+    fn create(
+        &self,
+        group: GroupId,
+        spec: &GroupSpec,
+    ) -> Result<Box<dyn StateMachine>, StateMachineError> {
+        self.0.create(group, spec)
+    }
 }
 
 impl TestCluster {
@@ -160,6 +178,8 @@ impl TestCluster {
             addresses: HashMap::new(),
             transport_metrics: HashMap::new(),
             tweak: Arc::new(|_| {}),
+            factory: Arc::new(|_| SharedFactory(Arc::new(kv_factory()))),
+            spec: GroupSpec::default(),
         }
     }
 
@@ -189,7 +209,8 @@ impl TestCluster {
         (self.tweak)(&mut config);
         let transport_metrics = Arc::new(TransportMetrics::default());
         self.transport_metrics.insert(id, transport_metrics.clone());
-        let mut builder = Node::builder(config, kv_factory()).transport_metrics(transport_metrics);
+        let mut builder =
+            Node::builder(config, (self.factory)(id)).transport_metrics(transport_metrics);
         if self.memory_storage {
             builder = builder.memory_storage();
         }
@@ -226,7 +247,7 @@ impl TestCluster {
         for &group in groups {
             for &id in ids {
                 self.nodes[&id]
-                    .bootstrap_group(group, GroupSpec::default(), &members)
+                    .bootstrap_group(group, self.spec.clone(), &members)
                     .await
                     .expect("bootstrap");
             }
