@@ -12,8 +12,8 @@ use serde::Serialize;
 use crate::config::CorruptionPolicy;
 use crate::error::{Error, Result};
 use crate::fs::{FileSystem, StdFs};
-use crate::log::{read_entries_record, segment_file_name};
 use crate::replay::{self, RecoveryReport};
+use crate::segment::{read_entries_record, segment_file_name};
 use crate::snapshot;
 use crate::GroupId;
 

@@ -10,6 +10,7 @@ mod inspect;
 mod log;
 mod record;
 mod replay;
+mod segment;
 mod sim;
 mod sim_fs;
 mod snapshot;

@@ -23,43 +23,13 @@ use crate::fs::{DirLock, File, FileSystem, StdFs};
 use crate::group::{GroupState, Span};
 use crate::record::{
     self, begin_record, finish_record, put_record, BatchCommit, RecordType, SnapshotOrigin,
-    SnapshotRecord, HEADER_BYTES,
+    SnapshotRecord,
 };
 use crate::replay::{self, RecoveryReport};
+use crate::segment::{read_entries_record, segment_file_name, Segment};
 use crate::snapshot::{self, SnapshotReader};
 use crate::storage::GroupStorage;
 use crate::GroupId;
-
-/// The file name of segment `number`.
-pub(crate) fn segment_file_name(number: u64) -> String {
-    format!("segment-{number:020}.log")
-}
-
-/// The segment number a file name stands for.
-pub(crate) fn parse_segment_file_name(name: &str) -> Option<u64> {
-    name.strip_prefix("segment-")?
-        .strip_suffix(".log")?
-        .parse()
-        .ok()
-}
-
-/// What a segment holds of one group, to know when the segment can be deleted.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct SegmentGroup {
-    /// The highest entry index of the group written in the segment.
-    pub max_index: Index,
-    /// The sequence number of the last batch in the segment with entries of the group.
-    pub last_sequence: u64,
-}
-
-/// A segment file.
-#[derive(Debug)]
-pub(crate) struct Segment {
-    pub path: PathBuf,
-    /// None until the flusher has created the file.
-    pub file: Option<Arc<dyn File>>,
-    pub groups: BTreeMap<GroupId, SegmentGroup>,
-}
 
 /// Bytes accepted but not yet handed to the disk, for one segment.
 struct Chunk {
@@ -1325,40 +1295,4 @@ fn forget_floors(state: &mut State) {
                 .values()
                 .any(|segment| segment.groups.contains_key(group))
     });
-}
-
-/// Reads the `Entries` record at `span` and checks it is intact and belongs to `group`.
-pub(crate) fn read_entries_record(
-    file: &dyn File,
-    path: &Path,
-    span: &Span,
-    group: GroupId,
-) -> Result<Vec<Entry>> {
-    let mut buf = vec![0u8; span.record_bytes as usize];
-    file.read_at(span.offset, &mut buf)
-        .map_err(|error| Error::io("reading", path, error))?;
-    let (header, _) = record::parse_record(&buf)
-        .map_err(|damage| Error::corruption(path, span.offset, damage.describe()))?;
-    if header.kind != RecordType::Entries || header.group != group {
-        return Err(Error::corruption(
-            path,
-            span.offset,
-            format!(
-                "expected entries of group {group}, found a {} record of group {}",
-                header.kind.name(),
-                header.group
-            ),
-        ));
-    }
-    let payload = Bytes::from(buf).slice(HEADER_BYTES..);
-    let entries = record::decode_entries(&payload)
-        .map_err(|malformed| Error::corruption(path, span.offset, malformed.0))?;
-    if entries.first().map(|entry| entry.index) != Some(span.first_index) {
-        return Err(Error::corruption(
-            path,
-            span.offset,
-            format!("expected entries from index {}", span.first_index),
-        ));
-    }
-    Ok(entries)
 }

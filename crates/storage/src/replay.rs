@@ -23,8 +23,8 @@ use crate::config::CorruptionPolicy;
 use crate::error::{Error, Result};
 use crate::fs::FileSystem;
 use crate::group::{GroupState, Span};
-use crate::log::{parse_segment_file_name, segment_file_name, SegmentGroup};
 use crate::record::{self, parse_record, Damage, Header, RecordType, SnapshotOrigin};
+use crate::segment::{parse_segment_file_name, segment_file_name, SegmentGroup};
 use crate::snapshot::{self, SnapshotReader};
 use crate::GroupId;
 
