@@ -2,13 +2,31 @@
 
 use std::ffi::OsStr;
 use std::io::Read;
+use std::path::Path;
 use std::process::Stdio;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use concord_raft::{ConfChange, ConfState, Entry, EntryKind, HardState, LogStore};
 use concord_storage::{Log, LogConfig};
 
 use crate::support::{concord, concord_command, TempDir};
+
+/// Opens the log in `dir`, waiting out a lock held by someone else's descriptor:
+/// another test of this binary that spawns a process at the moment this one held the
+/// lock gives the child a copy of the lock's descriptor until the child execs.
+fn open_log(dir: &Path) -> Log {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match Log::open(dir, LogConfig::default()) {
+            Ok(log) => return log,
+            Err(error) if Instant::now() < deadline && error.to_string().contains("held") => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(error) => panic!("opening the log in {}: {error}", dir.display()),
+        }
+    }
+}
 
 fn entry(index: u64, term: u64, kind: EntryKind, data: Bytes) -> Entry {
     Entry {
@@ -24,7 +42,7 @@ fn entry(index: u64, term: u64, kind: EntryKind, data: Bytes) -> Entry {
 /// with entries 1-3 and no snapshot.
 fn node_data_dir() -> TempDir {
     let dir = TempDir::new("node");
-    let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+    let log = open_log(dir.path());
     let mut group = log
         .bootstrap_group(1, ConfState::with_voters([1, 2, 3]))
         .unwrap();
@@ -267,7 +285,7 @@ fn unknown_group_is_refused() {
 #[test]
 fn locked_directory_is_refused() {
     let dir = node_data_dir();
-    let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+    let log = open_log(dir.path());
     let run = inspect(&dir, &[]);
     assert_eq!(run.code, 3);
     assert_eq!(run.stdout, "");
@@ -280,7 +298,12 @@ fn locked_directory_is_refused() {
         )
     );
     drop(log);
-    assert_eq!(inspect(&dir, &[]).code, 0);
+    // As in `open_log`, a spawned child of another test may hold the lock briefly.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while inspect(&dir, &[]).code != 0 {
+        assert!(Instant::now() < deadline, "the lock was not released");
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 // A path that does not exist, a file, and a directory with no log in it each fail
@@ -406,7 +429,7 @@ fn help_documents_exit_codes_and_flags() {
 #[test]
 fn closed_pipe_is_not_an_error() {
     let dir = TempDir::new("big");
-    let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+    let log = open_log(dir.path());
     let entries: Vec<Entry> = (1..=5000)
         .map(|index| entry(index, 1, EntryKind::Normal, Bytes::from_static(b"put /k v")))
         .collect();
