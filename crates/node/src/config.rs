@@ -44,12 +44,41 @@ pub enum ConfigError {
     },
 }
 
+/// The cluster id a node has unless configured otherwise.
+pub const DEFAULT_CLUSTER_ID: &str = "concord";
+
+/// The longest cluster id, in bytes.
+pub const CLUSTER_ID_BYTES_MAX: usize = 64;
+
+/// Checks a cluster id: 1 to [`CLUSTER_ID_BYTES_MAX`] bytes of ASCII letters,
+/// digits, `.`, `_` and `-`.
+pub fn check_cluster_id(cluster_id: &str) -> Result<(), String> {
+    if cluster_id.is_empty() || cluster_id.len() > CLUSTER_ID_BYTES_MAX {
+        return Err(format!(
+            "{cluster_id:?} must be 1 to {CLUSTER_ID_BYTES_MAX} bytes long"
+        ));
+    }
+    if let Some(bad) = cluster_id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "{cluster_id:?} has {bad:?}; allowed are ASCII letters, digits, '.', '_' and '-'"
+        ));
+    }
+    Ok(())
+}
+
 /// A node's configuration. See `node.example.toml` for a commented example.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NodeConfig {
     /// This node's id, unique in every group it joins. Required; 1 or more.
     pub node_id: u64,
+    /// The cluster this node belongs to: peers of another cluster are refused, and so
+    /// is a data directory written by a node of another cluster. 1 to
+    /// [`CLUSTER_ID_BYTES_MAX`] bytes of letters, digits, `.`, `_` and `-`.
+    pub cluster_id: String,
     /// Directory holding the node's durable log and snapshots. The node locks it while
     /// running.
     pub data_dir: PathBuf,
@@ -167,6 +196,7 @@ impl Default for NodeConfig {
         let transport = TransportConfig::default();
         NodeConfig {
             node_id: 0,
+            cluster_id: DEFAULT_CLUSTER_ID.into(),
             data_dir: PathBuf::from("concord-data"),
             listen_address: "127.0.0.1:7001".into(),
             advertise_address: String::new(),
@@ -329,6 +359,9 @@ impl NodeConfig {
         let invalid =
             |field: &'static str, message: String| Err(ConfigError::Invalid { field, message });
         in_range("node_id", self.node_id, 1..=u64::MAX)?;
+        if let Err(message) = check_cluster_id(&self.cluster_id) {
+            return invalid("cluster_id", message);
+        }
         if self.data_dir.as_os_str().is_empty() {
             return invalid("data_dir", "must not be empty".into());
         }
@@ -506,6 +539,7 @@ impl NodeConfig {
             connect_timeout_ms: self.connect_timeout_ms,
             keepalive_interval_ms: self.keepalive_interval_ms,
             keepalive_timeout_ms: self.keepalive_timeout_ms,
+            cluster_id: self.cluster_id.clone(),
         }
     }
 

@@ -3,6 +3,7 @@
 
 mod apply;
 pub mod config;
+pub mod data_dir;
 pub mod metrics;
 mod node;
 mod raft_loop;

@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::lock;
-use crate::transport::TransportMetrics;
+use crate::transport::{TransportMetrics, TransportMetricsSnapshot};
 use crate::GroupId;
 
 /// Upper bounds of the latency histogram buckets, in seconds.
@@ -314,8 +314,8 @@ impl NodeMetrics {
             }
         }
         let transports = lock(&self.transport).clone();
-        let mut totals = [0u64; 13];
-        let mut names = [""; 13];
+        let mut totals = [0u64; TransportMetricsSnapshot::FIELDS];
+        let mut names = [""; TransportMetricsSnapshot::FIELDS];
         for transport in &transports {
             for (position, (name, value)) in transport.snapshot().fields().into_iter().enumerate() {
                 totals[position] += value;

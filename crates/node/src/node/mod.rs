@@ -59,6 +59,14 @@ pub enum NodeError {
         /// Why.
         message: String,
     },
+    /// The data directory belongs to another cluster or node, or to a newer format.
+    #[error("data directory {path}: {message}")]
+    DataDir {
+        /// The data directory.
+        path: String,
+        /// What differs, and what to do.
+        message: String,
+    },
     /// An address could not be bound.
     #[error("binding {address}: {message}")]
     Bind {
@@ -224,6 +232,11 @@ impl NodeBuilder {
                     .map_err(|error| NodeError::Storage {
                         path: config.data_dir.display().to_string(),
                         message: error.to_string(),
+                    })?;
+                crate::data_dir::check_identity(&config.data_dir, &config.cluster_id, node_id)
+                    .map_err(|message| NodeError::DataDir {
+                        path: config.data_dir.display().to_string(),
+                        message,
                     })?;
                 StorageBackend::Durable(log)
             }

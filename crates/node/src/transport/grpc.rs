@@ -41,7 +41,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::convert::{self, ConvertError};
 use super::{
     count, deliver, DeliverError, GroupMessage, Inbound, Transport, TransportConfig,
-    TransportMetrics,
+    TransportMetrics, PROTOCOL_VERSION, PROTOCOL_VERSION_MIN,
 };
 
 /// Acks a receiving stream may have queued for the sender. Acks are informational;
@@ -225,6 +225,9 @@ enum StreamEnd {
     PeerRemoved,
     /// The stream failed or was closed by the peer; reconnect.
     Lost(String),
+    /// The peer refused this node (another cluster, a protocol it does not speak);
+    /// reconnect, in case it is being reconfigured, but say so loudly.
+    Refused(String),
 }
 
 /// A peer task: connect, pump batches until the stream fails, back off, repeat.
@@ -246,6 +249,9 @@ async fn run_peer(mut link: PeerLink) {
                     StreamEnd::PeerRemoved => return,
                     StreamEnd::Lost(reason) => {
                         tracing::info!(peer = link.peer_id, address = %link.address, %reason, "stream to peer lost");
+                    }
+                    StreamEnd::Refused(reason) => {
+                        tracing::error!(peer = link.peer_id, address = %link.address, %reason, "peer refused this node");
                     }
                 }
             }
@@ -321,6 +327,9 @@ async fn pump(
                         refused_seen = ack.messages_refused;
                     }
                 }
+                Some(Err(status)) if status.code() == tonic::Code::FailedPrecondition => {
+                    return StreamEnd::Refused(status.message().to_string());
+                }
                 Some(Err(status)) => return StreamEnd::Lost(status.to_string()),
                 None => return StreamEnd::Lost("peer closed the stream".into()),
             },
@@ -335,6 +344,8 @@ async fn pump(
                 }
                 if std::mem::take(&mut stream_start) {
                     batch.from_address = link.advertised.clone();
+                    batch.cluster_id = link.config.cluster_id.clone();
+                    batch.protocol_version = PROTOCOL_VERSION;
                 }
                 if batches.send(batch).await.is_err() {
                     count(&link.metrics.dropped_stream_broken, messages);
@@ -355,6 +366,8 @@ fn take_batch(link: &mut PeerLink, first: GroupMessage) -> MessageBatch {
         from_node: link.node_id,
         messages: Vec::new(),
         from_address: String::new(),
+        cluster_id: String::new(),
+        protocol_version: 0,
     };
     let mut batch_bytes: u64 = 0;
     let mut next = Some(first);
@@ -631,6 +644,17 @@ async fn receive_stream(
             break;
         }
         let from = batch.from_node;
+        if peer.is_none() {
+            if let Err(reason) = check_stream_start(&inner.config, from, &batch) {
+                count(
+                    &inner.metrics.refused_peer_streams,
+                    batch.messages.len().max(1) as u64,
+                );
+                tracing::error!(%remote, peer = from, %reason, "refusing peer stream");
+                let _ = acks.try_send(Err(Status::failed_precondition(reason)));
+                break;
+            }
+        }
         if peer.is_none() && !batch.from_address.is_empty() {
             if let Some(report) = &inner.peer_addresses {
                 let _ = report.send((from, batch.from_address.clone()));
@@ -679,6 +703,29 @@ async fn receive_stream(
     if totals.messages_refused > 0 {
         tracing::warn!(%remote, ?peer, refused = totals.messages_refused, "peer stream ended with refused messages");
     }
+}
+
+/// Checks a stream's first batch: the sender is of this node's cluster and speaks a
+/// protocol version this build does.
+fn check_stream_start(
+    config: &TransportConfig,
+    from: NodeId,
+    batch: &MessageBatch,
+) -> Result<(), String> {
+    if batch.cluster_id != config.cluster_id {
+        return Err(format!(
+            "node {from} is in cluster {:?}, and this node is in cluster {:?}",
+            batch.cluster_id, config.cluster_id
+        ));
+    }
+    if !(PROTOCOL_VERSION_MIN..=PROTOCOL_VERSION).contains(&batch.protocol_version) {
+        return Err(format!(
+            "node {from} speaks peer protocol version {}; this node speaks \
+             {PROTOCOL_VERSION_MIN} to {PROTOCOL_VERSION}",
+            batch.protocol_version
+        ));
+    }
+    Ok(())
 }
 
 /// Checks one received message: present, within `message_bytes_max`, well-formed, from

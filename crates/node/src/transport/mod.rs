@@ -93,7 +93,16 @@ pub struct TransportConfig {
     /// How long a keep-alive ping may go unanswered before the connection is
     /// considered dead, in milliseconds.
     pub keepalive_timeout_ms: u64,
+    /// The cluster this node belongs to; streams from peers of another cluster are
+    /// refused.
+    pub cluster_id: String,
 }
+
+/// The peer protocol version this build speaks, sent at the start of every stream.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The oldest peer protocol version this build accepts.
+pub const PROTOCOL_VERSION_MIN: u32 = 1;
 
 impl Default for TransportConfig {
     fn default() -> Self {
@@ -108,6 +117,7 @@ impl Default for TransportConfig {
             connect_timeout_ms: 3_000,
             keepalive_interval_ms: 5_000,
             keepalive_timeout_ms: 10_000,
+            cluster_id: crate::config::DEFAULT_CLUSTER_ID.into(),
         }
     }
 }
@@ -198,6 +208,9 @@ pub struct TransportMetrics {
     /// Received messages (or whole frames) refused as malformed: undecodable bytes,
     /// unknown enum values, missing fields, wrong sender or receiver.
     pub refused_garbage: AtomicU64,
+    /// Received messages refused with their whole stream because the peer is of
+    /// another cluster or speaks another protocol version.
+    pub refused_peer_streams: AtomicU64,
     /// Streams to peers re-established after one was lost.
     pub reconnects: AtomicU64,
     /// Connection or stream attempts that failed.
@@ -219,6 +232,7 @@ pub struct TransportMetricsSnapshot {
     pub dropped_inbox_full: u64,
     pub refused_too_large: u64,
     pub refused_garbage: u64,
+    pub refused_peer_streams: u64,
     pub reconnects: u64,
     pub connect_failures: u64,
 }
@@ -239,6 +253,7 @@ impl TransportMetrics {
             dropped_inbox_full: read(&self.dropped_inbox_full),
             refused_too_large: read(&self.refused_too_large),
             refused_garbage: read(&self.refused_garbage),
+            refused_peer_streams: read(&self.refused_peer_streams),
             reconnects: read(&self.reconnects),
             connect_failures: read(&self.connect_failures),
         }
@@ -246,8 +261,11 @@ impl TransportMetrics {
 }
 
 impl TransportMetricsSnapshot {
+    /// How many counters there are.
+    pub const FIELDS: usize = 14;
+
     /// `(name, value)` for every counter, in declaration order, for a metrics page.
-    pub fn fields(&self) -> [(&'static str, u64); 13] {
+    pub fn fields(&self) -> [(&'static str, u64); Self::FIELDS] {
         [
             ("sent", self.sent),
             ("batches_sent", self.batches_sent),
@@ -260,6 +278,7 @@ impl TransportMetricsSnapshot {
             ("dropped_inbox_full", self.dropped_inbox_full),
             ("refused_too_large", self.refused_too_large),
             ("refused_garbage", self.refused_garbage),
+            ("refused_peer_streams", self.refused_peer_streams),
             ("reconnects", self.reconnects),
             ("connect_failures", self.connect_failures),
         ]

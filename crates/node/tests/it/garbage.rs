@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use concord_node::transport::convert::message_to_proto;
-use concord_node::transport::{Transport, TransportConfig};
+use concord_node::transport::{Transport, TransportConfig, PROTOCOL_VERSION};
 use concord_proto::transport::peer_transport_client::PeerTransportClient;
 use concord_proto::transport::{self as proto, MessageBatch, StreamAck};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -19,6 +19,17 @@ fn config() -> TransportConfig {
         reconnect_backoff_min_ms: 10,
         reconnect_backoff_max_ms: 100,
         ..TransportConfig::default()
+    }
+}
+
+/// A stream's first batch from `from_node`, of this build's cluster and protocol.
+fn batch(from_node: u64, messages: Vec<proto::GroupMessage>) -> MessageBatch {
+    MessageBatch {
+        from_node,
+        messages,
+        from_address: String::new(),
+        cluster_id: TransportConfig::default().cluster_id,
+        protocol_version: PROTOCOL_VERSION,
     }
 }
 
@@ -123,10 +134,9 @@ async fn malformed_messages_are_refused_one_by_one() {
         change(message.message.as_mut().unwrap());
         message
     };
-    let batch = MessageBatch {
-        from_node: 1,
-        from_address: String::new(),
-        messages: vec![
+    let mixed = batch(
+        1,
+        vec![
             good(1),
             with(|message| message.kind = 99),
             with(|message| message.kind = 0),
@@ -139,14 +149,14 @@ async fn malformed_messages_are_refused_one_by_one() {
             with(|message| message.kind = proto::MessageKind::Snapshot as i32),
             good(2),
         ],
-    };
+    );
     let mut client = within(
         "connect",
         PeerTransportClient::connect(format!("http://{}", receiver.address)),
     )
     .await
     .unwrap();
-    let response = within("stream", client.stream(tokio_stream::iter(vec![batch])))
+    let response = within("stream", client.stream(tokio_stream::iter(vec![mixed])))
         .await
         .unwrap();
     let mut acks = response.into_inner();
@@ -168,11 +178,7 @@ async fn malformed_messages_are_refused_one_by_one() {
     assert_eq!(receiver.counters().refused_garbage, 6);
 
     // from_node 0: the whole stream is refused.
-    let anonymous = MessageBatch {
-        from_node: 0,
-        from_address: String::new(),
-        messages: vec![good(3)],
-    };
+    let anonymous = batch(0, vec![good(3)]);
     let response = within("stream", client.stream(tokio_stream::iter(vec![anonymous])))
         .await
         .unwrap();
@@ -212,14 +218,7 @@ async fn acks_come_after_the_first_batch_and_after_refusals() {
     .unwrap();
     let mut acks = response.into_inner();
     for tag in 1..=20 {
-        batches
-            .send(MessageBatch {
-                from_node: 1,
-                from_address: String::new(),
-                messages: vec![good(tag)],
-            })
-            .await
-            .unwrap();
+        batches.send(batch(1, vec![good(tag)])).await.unwrap();
         assert_eq!(receiver.next().await.message.commit, tag);
     }
     let first = within("first ack", acks.message()).await.unwrap().unwrap();
@@ -229,14 +228,7 @@ async fn acks_come_after_the_first_batch_and_after_refusals() {
 
     let mut refused = good(21);
     refused.message.as_mut().unwrap().to = 3;
-    batches
-        .send(MessageBatch {
-            from_node: 1,
-            from_address: String::new(),
-            messages: vec![refused],
-        })
-        .await
-        .unwrap();
+    batches.send(batch(1, vec![refused])).await.unwrap();
     let ack = within("ack after a refusal", acks.message())
         .await
         .unwrap()
@@ -250,5 +242,74 @@ async fn acks_come_after_the_first_batch_and_after_refusals() {
         (21, 20, 1)
     );
     drop(batches);
+    receiver.shutdown().await;
+}
+
+/// A stream from a node of another cluster, or speaking a protocol version this
+/// build does not, is refused whole with FAILED_PRECONDITION naming what differs;
+/// nothing it carried is delivered, its messages are counted, and the receiver keeps
+/// serving its own cluster.
+#[tokio::test]
+async fn peers_of_another_cluster_or_protocol_are_refused() {
+    let mut receiver = Endpoint::start(2, config()).await;
+    let good = proto::GroupMessage {
+        group: 1,
+        message: Some(message_to_proto(heartbeat(1, 2, 5))),
+    };
+    let mut client = within(
+        "connect",
+        PeerTransportClient::connect(format!("http://{}", receiver.address)),
+    )
+    .await
+    .unwrap();
+    let mut foreign = batch(1, vec![good.clone(), good.clone()]);
+    foreign.cluster_id = "elsewhere".into();
+    let mut future = batch(1, vec![good]);
+    future.protocol_version = PROTOCOL_VERSION + 1;
+    for (refused, names) in [(foreign, "\"elsewhere\""), (future, "version")] {
+        let response = within("stream", client.stream(tokio_stream::iter(vec![refused])))
+            .await
+            .unwrap();
+        let ended = within("stream ends", response.into_inner().message())
+            .await
+            .unwrap_err();
+        assert_eq!(ended.code(), tonic::Code::FailedPrecondition);
+        assert!(ended.message().contains(names), "{}", ended.message());
+    }
+    assert_eq!(receiver.counters().refused_peer_streams, 3);
+    assert_eq!(receiver.counters().received, 0);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(receiver.inbox.try_recv().is_err(), "nothing delivered");
+    assert_still_serving(&mut receiver).await;
+
+    // A transport of another cluster never gets a message through.
+    let outsider = Endpoint::start(
+        60,
+        TransportConfig {
+            cluster_id: "elsewhere".into(),
+            ..config()
+        },
+    )
+    .await;
+    outsider.learn(&receiver);
+    for tag in 0..5 {
+        outsider
+            .transport
+            .send(receiver.id, vec![(1, heartbeat(60, receiver.id, tag))]);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while receiver.counters().refused_peer_streams < 4 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "outsider not refused"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        receiver.inbox.try_recv().is_err(),
+        "nothing from the outsider"
+    );
+    outsider.shutdown().await;
     receiver.shutdown().await;
 }

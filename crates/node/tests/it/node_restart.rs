@@ -128,3 +128,67 @@ async fn a_member_restarted_at_a_new_address_is_found_again() {
     })
     .await;
 }
+
+/// A data directory remembers its cluster and node: a node configured for another
+/// cluster, or with another node id, refuses to start on it and says what differs,
+/// and the directory is untouched for its own node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_directory_of_another_cluster_or_node_is_refused() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let config = |node_id, cluster_id: &str| {
+            let mut config = test_config(node_id, dir.path());
+            config.cluster_id = cluster_id.into();
+            config
+        };
+        let node = Node::start(config(1, "alpha"), kv_factory()).await.unwrap();
+        node.bootstrap(&[]).await.unwrap();
+        until_ok(|| {
+            node.propose(
+                concord_node::DEFAULT_GROUP,
+                crate::node_support::set("k", "v"),
+            )
+        })
+        .await;
+        node.shutdown().await;
+
+        for (config, differs) in [
+            (config(1, "beta"), ["\"alpha\"", "\"beta\""]),
+            (config(2, "alpha"), ["node 1", "node 2"]),
+        ] {
+            match Node::start(config, kv_factory()).await {
+                Err(error @ NodeError::DataDir { .. }) => {
+                    let message = error.to_string();
+                    assert!(
+                        differs.iter().all(|part| message.contains(part)),
+                        "{message}"
+                    );
+                }
+                Err(other) => panic!("expected a data directory error, got {other}"),
+                Ok(_) => panic!("a data directory of another cluster or node was used"),
+            }
+        }
+
+        let node = Node::start(config(1, "alpha"), kv_factory()).await.unwrap();
+        let value =
+            until_ok(|| node.read(concord_node::DEFAULT_GROUP, Bytes::from_static(b"k"))).await;
+        assert_eq!(value.response, Bytes::from_static(b"v"));
+        node.shutdown().await;
+    })
+    .await;
+}
+
+/// Calls `call` until it succeeds (a new node elects itself first), within the bound.
+async fn until_ok<T, F>(mut call: impl FnMut() -> F) -> T
+where
+    F: std::future::Future<Output = Result<T, concord_node::ApiError>>,
+{
+    let deadline = tokio::time::Instant::now() + BOUND;
+    loop {
+        match call().await {
+            Ok(value) => return value,
+            Err(error) => assert!(tokio::time::Instant::now() < deadline, "{error}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
