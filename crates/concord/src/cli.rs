@@ -16,8 +16,8 @@ use crate::Exit;
     long_about = "concord: a strongly consistent coordination and storage system.\n\n\
         This binary has one command so far, `inspect`; `server`, `dev`, `admin`, \
         `shell` and `bench` are coming.",
-    after_help = "Exit codes: 0 success, 1 failure, 2 usage error, 3 data directory in use \
-        (more with '--help')",
+    after_help = "Exit codes: 0 success, 1 failure, 2 usage error, 3 not found, 4 data \
+        directory in use, 5 outcome unknown (more with '--help')",
     after_long_help = Exit::help(),
     subcommand_required = true,
     arg_required_else_help = true

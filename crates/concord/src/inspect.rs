@@ -10,7 +10,9 @@ use std::path::Path;
 use concord_storage::{inspect_with, DataDirReport, InspectOptions, StdFs};
 
 use crate::cli::InspectArgs;
-use crate::{write_all, Error, Exit};
+use concord_cli::write_all;
+
+use crate::{Error, Exit};
 
 /// Why a running node's directory is refused.
 const LOCKED: &str =
@@ -29,7 +31,7 @@ pub fn run(args: &InspectArgs, out: &mut dyn Write) -> Result<(), Error> {
         other => Error::new(Exit::Failure, &what, other),
     })?;
     select_groups(&mut report, &args.groups)
-        .map_err(|why| Error::new(Exit::Failure, &what, why))?;
+        .map_err(|why| Error::new(Exit::NotFound, &what, why))?;
     let text = if args.json {
         report.to_json() + "\n"
     } else {

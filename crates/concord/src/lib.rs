@@ -2,15 +2,14 @@
 #![deny(missing_docs)]
 
 pub mod cli;
-mod error;
 pub mod inspect;
 
 use std::ffi::OsString;
-use std::io::{self, Write};
+use std::io::Write;
 
 use clap::Parser;
 
-pub use error::{Error, Exit};
+pub use concord_cli::{Error, Exit};
 
 use cli::{Cli, Command};
 
@@ -28,38 +27,13 @@ where
 {
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
-        Err(usage) => {
-            let mut text = usage.render().to_string();
-            if !text.ends_with('\n') {
-                text.push('\n'); // `--version` comes without one
-            }
-            // Nothing better to do if even this write fails: the exit code still tells.
-            return if usage.use_stderr() {
-                let _ = write_all(err, text.as_bytes());
-                Exit::Usage
-            } else {
-                let _ = write_all(out, text.as_bytes());
-                Exit::Success
-            };
-        }
+        Err(refusal) => return concord_cli::usage(refusal, out, err),
     };
     let result = match &cli.command {
         Command::Inspect(args) => inspect::run(args, out),
     };
     match result {
         Ok(()) => Exit::Success,
-        Err(error) => {
-            let _ = writeln!(err, "concord: {error}");
-            error.exit()
-        }
-    }
-}
-
-/// Writes `bytes` to `out` and flushes it. A broken pipe (the reader went away) is not
-/// an error: the output is simply not wanted any more.
-pub(crate) fn write_all(out: &mut dyn Write, bytes: &[u8]) -> io::Result<()> {
-    match out.write_all(bytes).and_then(|()| out.flush()) {
-        Err(error) if error.kind() == io::ErrorKind::BrokenPipe => Ok(()),
-        other => other,
+        Err(error) => error.report("concord", err),
     }
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::error::Exit;
+use crate::Exit;
 
 /// The `memstore` command line.
 #[derive(Debug, Parser)]

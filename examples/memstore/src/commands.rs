@@ -10,9 +10,9 @@ use concord_raft::Role;
 use tokio::time::Instant;
 
 use crate::cli::{GetArgs, KeyArgs, ListArgs, NodeArgs, PeerArgs, PutArgs};
-use crate::error::{Error, Exit};
 use crate::output::emit;
 use crate::store::{Command, Previous, Query, QueryResponse};
+use crate::{Error, Exit};
 
 /// Longest one attempt of a call may take: the node it went to may have died, and the
 /// client then tries another.

@@ -3,7 +3,6 @@
 
 pub mod cli;
 mod commands;
-pub mod error;
 mod output;
 pub mod serve;
 pub mod store;
@@ -14,7 +13,7 @@ use std::io::Write;
 use clap::Parser;
 
 use crate::cli::{Cli, Command};
-use crate::error::{Error, Exit};
+pub use concord_cli::{Error, Exit};
 
 /// Runs the `memstore` command line `args` (the program name first), writing results
 /// to `out` and errors to `err` as `memstore: <what>: <why>`.
@@ -25,15 +24,7 @@ pub fn run(
 ) -> Exit {
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
-        Err(error) => {
-            // --help and --version end here too, successfully.
-            let _ = error.print();
-            return if error.use_stderr() {
-                Exit::Usage
-            } else {
-                Exit::Success
-            };
-        }
+        Err(refusal) => return concord_cli::usage(refusal, out, err),
     };
     init_logging(matches!(cli.command, Command::Serve(_)));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -41,7 +32,7 @@ pub fn run(
         .build()
     {
         Ok(runtime) => runtime,
-        Err(error) => return report(err, &Error::failure("starting the runtime", error)),
+        Err(error) => return Error::failure("starting the runtime", error).report("memstore", err),
     };
     let result = runtime.block_on(async {
         match cli.command {
@@ -60,13 +51,8 @@ pub fn run(
     runtime.shutdown_background();
     match result {
         Ok(()) => Exit::Success,
-        Err(error) => report(err, &error),
+        Err(error) => error.report("memstore", err),
     }
-}
-
-fn report(err: &mut dyn Write, error: &Error) -> Exit {
-    let _ = writeln!(err, "memstore: {error}");
-    error.exit()
 }
 
 /// Logs to stderr at the level of `MEMSTORE_LOG`; by default info for a server, warn

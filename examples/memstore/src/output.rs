@@ -2,7 +2,7 @@
 
 use std::io::{ErrorKind, Write};
 
-use crate::error::Error;
+use crate::Error;
 
 /// Writes `line` and a newline to `out` and flushes it (other programs read these
 /// lines as they come). A closed pipe is ignored.

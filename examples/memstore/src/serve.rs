@@ -5,14 +5,14 @@ use std::io::Write;
 use std::time::Duration;
 
 use concord_node::{
-    ApiError, FaultHooks, GroupSpec, Node, NodeConfig, NodeHandle, Typed, DEFAULT_GROUP,
+    ApiError, FaultHooks, GroupSpec, Node, NodeConfig, NodeError, NodeHandle, Typed, DEFAULT_GROUP,
 };
 use tokio::time::Instant;
 
 use crate::cli::ServeArgs;
-use crate::error::{Error, Exit};
 use crate::output::emit;
 use crate::store::Store;
+use crate::{Error, Exit};
 
 /// The prefix of the environment variables that override the config file
 /// (`MEMSTORE_SNAPSHOT_INTERVAL_ENTRIES=64`).
@@ -49,7 +49,13 @@ pub async fn serve(args: ServeArgs, out: &mut dyn Write) -> Result<(), Error> {
         .fault_hooks(std::sync::Arc::new(hooks))
         .start()
         .await
-        .map_err(|error| Error::failure(format!("starting node {id} in {data_dir}"), error))?;
+        .map_err(|error| {
+            let exit = match error {
+                NodeError::DataDirInUse { .. } => Exit::DataDirInUse,
+                _ => Exit::Failure,
+            };
+            Error::new(exit, format!("starting node {id} in {data_dir}"), error)
+        })?;
     let bound = node
         .local_address()
         .map_or_else(|| node.address().to_string(), |address| address.to_string());

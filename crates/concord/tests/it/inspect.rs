@@ -263,13 +263,13 @@ group 7
     assert_eq!(report["groups"][1]["entries_omitted"], 0);
 }
 
-// Asking for a group the directory does not hold fails (exit 1) and names the groups
-// it does hold.
+// Asking for a group the directory does not hold fails (exit 3, not found) and names
+// the groups it does hold.
 #[test]
 fn unknown_group_is_refused() {
     let dir = node_data_dir();
     let run = inspect(&dir, &["--group", "1", "--group", "9"]);
-    assert_eq!(run.code, 1);
+    assert_eq!(run.code, 3);
     assert_eq!(run.stdout, "");
     assert_eq!(
         run.stderr,
@@ -281,13 +281,13 @@ fn unknown_group_is_refused() {
 }
 
 // While a node (here, this test) has the log open, its LOCK is held: inspect refuses
-// with exit 3 and says what to do; once the log is closed, it works.
+// with exit 4 and says what to do; once the log is closed, it works.
 #[test]
 fn locked_directory_is_refused() {
     let dir = node_data_dir();
     let log = open_log(dir.path());
     let run = inspect(&dir, &[]);
-    assert_eq!(run.code, 3);
+    assert_eq!(run.code, 4);
     assert_eq!(run.stdout, "");
     assert_eq!(
         run.stderr,

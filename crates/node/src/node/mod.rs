@@ -59,6 +59,12 @@ pub enum NodeError {
         /// Why.
         message: String,
     },
+    /// Another process (a running node) holds the data directory's lock.
+    #[error("data directory {path} is in use by another process (its LOCK is held): stop that node or use another directory")]
+    DataDirInUse {
+        /// The data directory.
+        path: String,
+    },
     /// The data directory belongs to another cluster or node, or to a newer format.
     #[error("data directory {path}: {message}")]
     DataDir {
@@ -229,9 +235,14 @@ impl NodeBuilder {
                 let log = tokio::task::spawn_blocking(move || Log::open(&path, log_config))
                     .await
                     .map_err(|error| NodeError::Thread(error.to_string()))?
-                    .map_err(|error| NodeError::Storage {
-                        path: config.data_dir.display().to_string(),
-                        message: error.to_string(),
+                    .map_err(|error| match error {
+                        concord_storage::Error::Locked { .. } => NodeError::DataDirInUse {
+                            path: config.data_dir.display().to_string(),
+                        },
+                        other => NodeError::Storage {
+                            path: config.data_dir.display().to_string(),
+                            message: other.to_string(),
+                        },
                     })?;
                 crate::data_dir::check_identity(&config.data_dir, &config.cluster_id, node_id)
                     .map_err(|message| NodeError::DataDir {

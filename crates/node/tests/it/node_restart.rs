@@ -70,7 +70,7 @@ async fn a_data_directory_in_use_is_refused() {
             .expect("first node");
         let second = Node::start(test_config(2, dir.path()), kv_factory()).await;
         match second {
-            Err(NodeError::Storage { path, .. }) => {
+            Err(NodeError::DataDirInUse { path }) => {
                 assert!(path.contains(dir.path().to_str().unwrap()))
             }
             Err(other) => panic!("expected a storage error, got {other}"),

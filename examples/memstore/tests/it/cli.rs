@@ -1,7 +1,7 @@
 //! The command line without a cluster: usage errors, help, and failures that name
 //! what failed and why.
 
-use crate::support::{memstore, test_dir};
+use crate::support::{memstore, test_dir, Server};
 
 /// A wrong command line exits 2; `--help` exits 0 and lists the exit codes.
 #[test]
@@ -29,7 +29,7 @@ fn usage_errors_exit_2_and_help_lists_exit_codes() {
     }
     let help = memstore(&["--help"]).ok();
     assert!(help.contains("Exit codes:\n  0  success"), "{help}");
-    assert!(help.contains("  3  `get`: the key is not set"), "{help}");
+    assert!(help.contains(&concord_memstore::Exit::help()), "{help}");
 }
 
 /// A client command to a node that is not there exits 1 with
@@ -79,4 +79,26 @@ fn failures_say_what_failed_and_why() {
         bad.stderr.starts_with("memstore: reading the config: "),
         "{bad:?}"
     );
+}
+
+/// `serve` on the data directory of a running node exits 4 (data directory in use)
+/// and says so; the running node is unaffected.
+#[test]
+fn a_data_directory_in_use_exits_4() {
+    let dir = test_dir();
+    let mut running = Server::start(dir.path(), 1, "127.0.0.1:0", &["--bootstrap"]);
+    let data_dir = dir.path().join("n1");
+    let second = memstore(&[
+        "serve",
+        "--id",
+        "1",
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(second.code, Some(4), "{second:?}");
+    assert!(second.stderr.contains("is in use"), "{second:?}");
+    crate::support::client("put", &running.address, &["k", "v"]).ok();
+    running.terminate();
 }
