@@ -71,6 +71,11 @@ impl RaftLoop {
             .or_insert_with(|| broadcast::channel(self.config.group_events_max as usize).0)
             .clone();
         let health = Arc::new(Mutex::new(GroupHealth::Running));
+        // Unbounded: it holds what the group committed and its state machine has not
+        // yet applied (each Ready hands out at most `apply_batch_bytes_max` of it),
+        // plus reads waiting on it. The loop does not slow the group down for a slow
+        // state machine (replication must not stall on it), so a state machine slower
+        // than the group's write rate for long lets this grow; see docs/design.md.
         let (apply_sender, apply_receiver) = mpsc::unbounded_channel();
         let start = ApplyStart {
             group: id,

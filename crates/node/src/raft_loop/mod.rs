@@ -237,6 +237,10 @@ pub(crate) struct RaftLoop {
 
 impl RaftLoop {
     pub(crate) fn new(start: LoopStart) -> Self {
+        // Unbounded, bounded by their senders: an apply task sends one event per
+        // snapshot it takes (one at a time, each only after `snapshot_interval_*` more
+        // entries), one per leader notice whose commands it proposes, and one when its
+        // group stops; a store task sends one completion per snapshot stored.
         let (apply_events_sender, apply_events) = mpsc::unbounded_channel();
         let (stored_sender, stored) = mpsc::unbounded_channel();
         let mut raft_loop = RaftLoop {
