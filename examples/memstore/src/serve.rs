@@ -200,3 +200,51 @@ fn stop_signal() -> Result<impl Future<Output = ()>, Error> {
         let _ = tokio::signal::ctrl_c().await;
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+    use std::time::Duration;
+
+    use super::*;
+
+    // A founder that is up but has not bootstrapped yet answers GroupNotFound: a join
+    // waits for it like for an unreachable peer, and gives up at the deadline; an
+    // error that will not change (an invalid request) ends the wait at once.
+    #[tokio::test]
+    async fn joining_waits_for_a_founder_that_has_not_bootstrapped() {
+        let attempts = Cell::new(0);
+        let joined = retry_until(Instant::now() + Duration::from_secs(10), || {
+            attempts.set(attempts.get() + 1);
+            let answer = match attempts.get() {
+                1 => Err(ApiError::Unavailable("connection refused".into())),
+                2 | 3 => Err(ApiError::GroupNotFound {
+                    group: DEFAULT_GROUP,
+                }),
+                _ => Ok("joined"),
+            };
+            async move { answer }
+        })
+        .await;
+        assert_eq!(joined, Ok("joined"));
+        assert_eq!(attempts.get(), 4);
+
+        let attempts = Cell::new(0);
+        let refused: Result<(), ApiError> =
+            retry_until(Instant::now() + Duration::from_secs(10), || {
+                attempts.set(attempts.get() + 1);
+                async { Err(ApiError::InvalidRequest("no".into())) }
+            })
+            .await;
+        assert!(matches!(refused, Err(ApiError::InvalidRequest(_))));
+        assert_eq!(attempts.get(), 1);
+
+        let gave_up: Result<(), ApiError> = retry_until(Instant::now(), || async {
+            Err(ApiError::GroupNotFound {
+                group: DEFAULT_GROUP,
+            })
+        })
+        .await;
+        assert!(matches!(gave_up, Err(ApiError::GroupNotFound { .. })));
+    }
+}

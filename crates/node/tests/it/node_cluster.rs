@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use crate::node_support::{bounded, Network, TestCluster};
 
 const GROUP: u64 = 7;
+const BOUND: Duration = Duration::from_secs(10);
 
 /// Three nodes bootstrap, elect and replicate; when the leader stops another is
 /// elected within 3 s and no acknowledged write is lost; the old leader restarts from
@@ -322,6 +323,45 @@ async fn sequential_proposals_cost_the_leader_one_fsync_each() {
                 "v"
             );
         }
+        cluster.shutdown().await;
+    })
+    .await;
+}
+
+/// A follower asked to lead (as `memstore transfer --peer <follower> <follower>` does)
+/// asks the leader to hand over, and leads within the bound; asked again once it
+/// leads, it does nothing and says so by succeeding.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_asked_to_lead_takes_over() {
+    bounded(async {
+        let mut cluster = TestCluster::new(Network::Memory);
+        cluster.start_group(&[1, 2, 3], &[GROUP]).await;
+        cluster.put(GROUP, "a", "1", BOUND).await;
+        let leader = cluster.leader(GROUP, BOUND).await;
+        let follower = [1, 2, 3].into_iter().find(|&id| id != leader).unwrap();
+        cluster
+            .node(follower)
+            .transfer_leader(GROUP, follower)
+            .await
+            .expect("transfer accepted");
+        let deadline = Instant::now() + BOUND;
+        loop {
+            let status = cluster.node(follower).status(GROUP).await.unwrap();
+            if status.role == Role::Leader {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {follower} did not take over"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        cluster
+            .node(follower)
+            .transfer_leader(GROUP, follower)
+            .await
+            .expect("a leader asked to lead");
+        cluster.put(GROUP, "b", "2", BOUND).await;
         cluster.shutdown().await;
     })
     .await;
