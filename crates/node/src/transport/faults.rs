@@ -145,9 +145,7 @@ impl Faults {
     }
 
     fn lock(&self) -> MutexGuard<'_, FaultState> {
-        self.state
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
+        crate::lock(&self.state)
     }
 
     /// Decides the fate of one message on the link `from` to `to`.

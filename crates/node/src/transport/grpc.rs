@@ -143,10 +143,7 @@ impl GrpcTransport {
 
 impl SenderInner {
     fn lock_peers(&self) -> MutexGuard<'_, HashMap<NodeId, Peer>> {
-        // A panic while holding this lock leaves the map itself consistent.
-        self.peers
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
+        crate::lock(&self.peers)
     }
 }
 

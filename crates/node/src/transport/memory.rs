@@ -46,9 +46,7 @@ impl MemoryNetwork {
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<NodeId, mpsc::Sender<Inbound>>> {
-        self.inboxes
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
+        crate::lock(&self.inboxes)
     }
 }
 
@@ -68,9 +66,7 @@ impl MemoryTransport {
     }
 
     fn lock_peers(&self) -> MutexGuard<'_, HashSet<NodeId>> {
-        self.peers
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
+        crate::lock(&self.peers)
     }
 }
 
