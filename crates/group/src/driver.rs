@@ -76,9 +76,23 @@ pub struct DriverConfig {
     /// A proposal whose entry was not handed out within this many ticks of being
     /// proposed fails with [`ApiError::Timeout`].
     pub proposal_timeout_ticks: u64,
+    /// The context of this driver's first read; later reads count up from it. It
+    /// must differ between the lives of a node (restarts), so that a leader's late
+    /// answer to a read asked before a restart cannot be taken for the answer to one
+    /// asked after it, and serve that read at an older index. [`DriverConfig::new`]
+    /// draws it at random; a deterministic caller (the simulator) sets it from its
+    /// seed and the node's incarnation.
+    pub read_context_start: u64,
     /// A planted bug, for checker tests only.
     #[cfg(feature = "planted-bugs")]
     pub planted_bug: Option<DriverBug>,
+}
+
+/// 64 random bits from the standard library's `RandomState`, which seeds itself from
+/// the operating system.
+fn random_u64() -> u64 {
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one(0x5EED_u64)
 }
 
 impl DriverConfig {
@@ -92,6 +106,7 @@ impl DriverConfig {
             read_timeout_ticks: 20 * election,
             read_retry_ticks: 2 * election,
             proposal_timeout_ticks: 20 * election,
+            read_context_start: random_u64(),
             #[cfg(feature = "planted-bugs")]
             planted_bug: None,
         }
@@ -277,6 +292,7 @@ impl<S: Storage, C: Callers> GroupDriver<S, C> {
         addresses: Addresses,
     ) -> Self {
         let synced_term_vote = (raw.term(), raw.status().vote);
+        let next_read_context = config.read_context_start;
         GroupDriver {
             config,
             role: raw.role(),
@@ -288,7 +304,7 @@ impl<S: Storage, C: Callers> GroupDriver<S, C> {
             queued_reads: Vec::new(),
             pending_reads: BTreeMap::new(),
             reads_to_retry: Vec::new(),
-            next_read_context: 1,
+            next_read_context,
             addresses,
             conf_state,
             held: None,
@@ -756,7 +772,7 @@ impl<S: Storage, C: Callers> GroupDriver<S, C> {
         if leader_known && !self.reads_to_retry.is_empty() {
             for mut pending in std::mem::take(&mut self.reads_to_retry) {
                 let context = self.next_read_context;
-                self.next_read_context += 1;
+                self.next_read_context = self.next_read_context.wrapping_add(1);
                 match self
                     .raw
                     .read_index(Bytes::copy_from_slice(&context.to_be_bytes()))

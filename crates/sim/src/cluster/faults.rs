@@ -454,6 +454,9 @@ impl Cluster {
         let mut driver_config = DriverConfig {
             read_timeout_ticks: self.options.request_timeout_ticks,
             proposal_timeout_ticks: self.options.request_timeout_ticks,
+            // Reads of each life numbered apart, as the runtime's random start does,
+            // but from the seed.
+            read_context_start: mix64(config.seed ^ 0x7EAD_C0DE),
             ..DriverConfig::new(group, self.options.config.election_timeout_ticks)
         };
         driver_config.planted_bug = match self.options.sim_fault {
