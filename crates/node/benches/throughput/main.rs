@@ -24,6 +24,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use concord_bench_support::{
+    grouped, verdict, Bench, Environment, Mode, OptionError, Spread, Table, Variable,
+};
 use concord_node::transport::memory::MemoryNetwork;
 use concord_node::transport::Transport;
 use concord_node::{
@@ -80,8 +83,39 @@ impl StateMachine for Discard {
     }
 }
 
+/// The command line: `--quick` and the variables read.
+const BENCH: Bench = Bench {
+    name: "concord-node throughput",
+    command: "cargo bench -p concord-node --bench throughput",
+    quick: "small counts, every proposal checked (a smoke check)",
+    variables: &[
+        Variable {
+            name: "REPEATS",
+            value: "R",
+            help: "timed runs per row (default 5)",
+        },
+        Variable {
+            name: "PROPOSERS",
+            value: "N,N...",
+            help: "only these rows (default 1,64,256,1024)",
+        },
+        Variable {
+            name: "LOOP_THREADS",
+            value: "1",
+            help: "each raft loop on its own thread (production default)\n\
+                   instead of a task on the shared runtime",
+        },
+        Variable {
+            name: "DURABLE",
+            value: "1",
+            help: "the durable log with fsync (temporary directories)\n\
+                   instead of the in-memory backend",
+        },
+    ],
+};
+
 struct Options {
-    quick: bool,
+    mode: Mode,
     /// Run each node's raft loop on a thread of its own (the production default)
     /// instead of as a task on the shared runtime.
     loop_threads: bool,
@@ -91,40 +125,39 @@ struct Options {
     proposer_counts: Vec<u64>,
 }
 
+impl Options {
+    fn read(mode: Mode, environment: &Environment<'_>) -> Result<Options, OptionError> {
+        Ok(Options {
+            mode,
+            loop_threads: environment.flag("LOOP_THREADS")?.unwrap_or(false),
+            durable: environment.flag("DURABLE")?.unwrap_or(false),
+            repeats: environment
+                .count("REPEATS")?
+                .map_or(REPEATS_DEFAULT, |repeats| repeats as usize),
+            proposer_counts: environment
+                .counts("PROPOSERS")?
+                .unwrap_or_else(|| PROPOSER_COUNTS.to_vec()),
+        })
+    }
+}
+
 struct Row {
     proposers: u64,
     proposals: u64,
-    /// Elapsed seconds of each run, sorted.
-    seconds: Vec<f64>,
+    /// Elapsed seconds of the runs.
+    seconds: Spread,
 }
 
 impl Row {
-    fn median_seconds(&self) -> f64 {
-        let middle = self.seconds.len() / 2;
-        if self.seconds.len() % 2 == 1 {
-            self.seconds[middle]
-        } else {
-            (self.seconds[middle - 1] + self.seconds[middle]) / 2.0
-        }
-    }
-
     fn proposals_per_second(&self) -> f64 {
-        self.proposals as f64 / self.median_seconds()
+        self.proposals as f64 / self.seconds.median
     }
 }
 
 fn main() -> ExitCode {
-    let options = match parse_options(std::env::args().skip(1), |name| std::env::var(name).ok()) {
-        Ok(Some(options)) => options,
-        Ok(None) => {
-            print!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(message) => {
-            eprintln!("concord-node throughput: {message}");
-            eprint!("{USAGE}");
-            return ExitCode::from(2);
-        }
+    let options = match BENCH.start(Options::read) {
+        Ok(options) => options,
+        Err(exit) => return exit,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -136,7 +169,7 @@ fn main() -> ExitCode {
         match runtime.block_on(measure_row(proposers, &options)) {
             Ok(row) => rows.push(row),
             Err(message) => {
-                eprintln!("concord-node throughput: {message}");
+                eprintln!("{}: {message}", BENCH.name);
                 return ExitCode::from(1);
             }
         }
@@ -144,88 +177,6 @@ fn main() -> ExitCode {
     print_table(&rows);
     print_target(&rows, &options);
     ExitCode::SUCCESS
-}
-
-const USAGE: &str = "\
-usage: cargo bench -p concord-node --bench throughput [-- --quick]
-  --quick                   small counts, every proposal checked (a smoke check)
-environment:
-  CONCORD_BENCH_QUICK=1     same as --quick
-  CONCORD_BENCH_REPEATS=R   timed runs per row (default 5)
-  CONCORD_BENCH_PROPOSERS=N,N...  only these rows (default 1,64,256,1024)
-  CONCORD_BENCH_LOOP_THREADS=1    each raft loop on its own thread (production default)
-                            instead of a task on the shared runtime
-  CONCORD_BENCH_DURABLE=1   the durable log with fsync (temporary directories)
-                            instead of the in-memory backend
-";
-
-fn parse_options(
-    arguments: impl Iterator<Item = String>,
-    variable: impl Fn(&str) -> Option<String>,
-) -> Result<Option<Options>, String> {
-    let mut benchmarking = false;
-    let mut quick = false;
-    for argument in arguments {
-        match argument.as_str() {
-            "--bench" => benchmarking = true,
-            "--quick" => quick = true,
-            "-h" | "--help" => return Ok(None),
-            other => return Err(format!("unknown argument {other:?}")),
-        }
-    }
-    match variable("CONCORD_BENCH_QUICK").as_deref() {
-        None | Some("") | Some("0") => {}
-        Some("1") => quick = true,
-        Some(other) => return Err(format!("CONCORD_BENCH_QUICK must be 0 or 1, not {other:?}")),
-    }
-    let repeats = match variable("CONCORD_BENCH_REPEATS").as_deref() {
-        None | Some("") => REPEATS_DEFAULT,
-        Some(text) => match text.parse::<usize>() {
-            Ok(repeats) if repeats > 0 => repeats,
-            _ => {
-                return Err(format!(
-                    "CONCORD_BENCH_REPEATS must be a whole number of at least 1, not {text:?}"
-                ))
-            }
-        },
-    };
-    let proposer_counts = match variable("CONCORD_BENCH_PROPOSERS").as_deref() {
-        None | Some("") => PROPOSER_COUNTS.to_vec(),
-        Some(text) => text
-            .split(',')
-            .map(|count| match count.trim().parse::<u64>() {
-                Ok(count) if count > 0 => Ok(count),
-                _ => Err(format!(
-                    "CONCORD_BENCH_PROPOSERS must be a comma-separated list of counts of at least 1, not {text:?}"
-                )),
-            })
-            .collect::<Result<_, _>>()?,
-    };
-    let loop_threads = match variable("CONCORD_BENCH_LOOP_THREADS").as_deref() {
-        None | Some("") | Some("0") => false,
-        Some("1") => true,
-        Some(other) => {
-            return Err(format!(
-                "CONCORD_BENCH_LOOP_THREADS must be 0 or 1, not {other:?}"
-            ))
-        }
-    };
-    let durable = match variable("CONCORD_BENCH_DURABLE").as_deref() {
-        None | Some("") | Some("0") => false,
-        Some("1") => true,
-        Some(other) => {
-            return Err(format!(
-                "CONCORD_BENCH_DURABLE must be 0 or 1, not {other:?}"
-            ))
-        }
-    };
-    Ok(Some(Options {
-        quick: quick || !benchmarking,
-        loop_threads,
-        durable,
-        repeats,
-        proposer_counts,
-    }))
 }
 
 fn print_parameters(options: &Options) {
@@ -252,7 +203,7 @@ fn print_parameters(options: &Options) {
         "  each proposer task keeps one proposal ({PAYLOAD_BYTES} bytes) outstanding through \
          NodeHandle::propose on the leader and waits for the applied response; state machine keeps nothing"
     );
-    if options.quick {
+    if options.mode.is_quick() {
         println!(
             "  QUICK smoke check: {QUICK_RUN_PROPOSALS} proposals per run; figures are not stable and the target is not judged"
         );
@@ -383,7 +334,7 @@ async fn measure_row(proposers: u64, options: &Options) -> Result<Row, String> {
     };
     let nodes = start_cluster(options.loop_threads, directory.as_ref()).await?;
     let leader = &nodes[0];
-    let proposals = if options.quick {
+    let proposals = if options.mode.is_quick() {
         QUICK_RUN_PROPOSALS
     } else {
         // Warm up, and size the runs from the warm-up's rate.
@@ -404,7 +355,7 @@ async fn measure_row(proposers: u64, options: &Options) -> Result<Row, String> {
     for _ in 0..options.repeats {
         seconds.push(run(leader, proposers, proposals).await?.as_secs_f64());
     }
-    if options.quick {
+    if options.mode.is_quick() {
         // Every node applied everything.
         let commit = leader
             .status(DEFAULT_GROUP)
@@ -430,17 +381,15 @@ async fn measure_row(proposers: u64, options: &Options) -> Result<Row, String> {
     for node in &nodes {
         node.shutdown().await;
     }
-    seconds.sort_by(f64::total_cmp);
     Ok(Row {
         proposers,
         proposals,
-        seconds,
+        seconds: Spread::of(seconds),
     })
 }
 
 fn print_table(rows: &[Row]) {
-    println!(
-        "{:>9} {:>11} {:>8} {:>13} {:>25} {:>9} {:>13} {:>9}",
+    let mut table = Table::new([
         "proposers",
         "proposals",
         "seconds",
@@ -448,11 +397,11 @@ fn print_table(rows: &[Row]) {
         "spread proposals/s",
         "ns/op",
         "reference/s",
-        "ours/ref"
-    );
+        "ours/ref",
+    ]);
     for row in rows {
-        let slowest = row.proposals as f64 / row.seconds[row.seconds.len() - 1];
-        let fastest = row.proposals as f64 / row.seconds[0];
+        let slowest = row.proposals as f64 / row.seconds.max;
+        let fastest = row.proposals as f64 / row.seconds.min;
         let (reference, ratio) = match REFERENCE_PROPOSALS_PER_SECOND
             .iter()
             .find(|(count, _)| *count == row.proposers)
@@ -463,18 +412,18 @@ fn print_table(rows: &[Row]) {
             ),
             None => ("-".into(), "-".into()),
         };
-        println!(
-            "{:>9} {:>11} {:>8.3} {:>13} {:>25} {:>9.0} {:>13} {:>9}",
-            row.proposers,
+        table.push([
+            row.proposers.to_string(),
             grouped(row.proposals),
-            row.median_seconds(),
+            format!("{:.3}", row.seconds.median),
             grouped(row.proposals_per_second() as u64),
             format!("{} – {}", grouped(slowest as u64), grouped(fastest as u64)),
-            row.median_seconds() * 1e9 / row.proposals as f64,
+            format!("{:.0}", row.seconds.median * 1e9 / row.proposals as f64),
             reference,
-            ratio
-        );
+            ratio,
+        ]);
     }
+    table.print();
     println!();
     println!(
         "ns/op = median seconds / proposals; with 1 proposer it is the latency of one proposal."
@@ -493,30 +442,11 @@ fn print_target(rows: &[Row], options: &Options) {
     let (proposers, minimum) = TARGET_THROUGHPUT;
     if let Some(row) = rows.iter().find(|row| row.proposers == proposers) {
         let rate = row.proposals_per_second();
-        let verdict = if options.quick {
-            "not judged (quick)"
-        } else if rate >= minimum {
-            "PASS"
-        } else {
-            "FAIL"
-        };
         println!(
-            "target: >= {} proposals/s at {proposers} proposers: {}/s  {verdict}",
+            "target: >= {} proposals/s at {proposers} proposers: {}/s  {}",
             grouped(minimum as u64),
-            grouped(rate as u64)
+            grouped(rate as u64),
+            verdict(options.mode, rate >= minimum)
         );
     }
-}
-
-/// `1234567` as `1,234,567`.
-fn grouped(value: u64) -> String {
-    let digits = value.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (position, digit) in digits.chars().enumerate() {
-        if position > 0 && (digits.len() - position).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(digit);
-    }
-    out
 }

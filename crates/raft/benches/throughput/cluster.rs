@@ -5,19 +5,29 @@
 //! every node (`tests/it/bench_loop.rs`), so the benchmark measures a loop that is
 //! known to be correct.
 //!
-//! Each node is a [`RawNode`] over a [`MemStorage`]. Messages are delivered by calling
-//! `step` on the target node directly: no channels, no threads, no copies beyond what
-//! the core hands out. The state machine keeps nothing; applying an entry on the leader
-//! only tells its proposer that the entry is done.
+//! Each node is concord-group's [`GroupDriver`] (the per-group driver the runtime and
+//! the simulator run) over a [`RawNode`] on a [`MemStorage`]; this loop does only the
+//! driver's IO. Messages are delivered by calling `step` on the target node directly:
+//! no channels, no threads, no copies beyond what the core hands out. The state
+//! machine keeps nothing; an applied entry the leader's driver matched to its proposer
+//! only tells that proposer the entry is done.
 //!
 //! A proposer keeps exactly one proposal outstanding: when the leader applies its
-//! entry, it is free to propose its next. Each loop iteration proposes the entries of
-//! every free proposer as one `propose_batch` (the batching the core offers), then
-//! runs every node's Ready cycle (persist, send, apply, advance) until no node has
-//! anything left to do.
+//! entry, it is free to propose its next. Each loop iteration queues the entries of
+//! every free proposer with the leader's driver, which proposes them as one
+//! `propose_batch` at its next Ready, then runs every node's Ready cycle (take the
+//! Ready, persist, finish it, send, apply) until no node has anything left to do.
 
 use bytes::Bytes;
-use concord_raft::{ConfState, Config, EntryKind, LogStore, MemStorage, NodeId, RawNode, Role};
+use concord_group::framing::TAG_COMMAND;
+use concord_group::{
+    AdminOp, Answer, ApplyItem, Callers, DriverConfig, DriverOutput, DurableWrite, EntryPayload,
+    GroupDriver,
+};
+use concord_raft::storage::BOOTSTRAP_INDEX;
+use concord_raft::{
+    ConfState, Config, Index, LogStore, MemStorage, NodeId, RawNode, Role, Storage,
+};
 
 /// Voters in the cluster; node ids are `1..=NODE_COUNT`.
 pub const NODE_COUNT: usize = 3;
@@ -25,9 +35,15 @@ pub const NODE_COUNT: usize = 3;
 /// The node that campaigns at the start and leads for the whole run.
 const LEADER_ID: NodeId = 1;
 
+/// The group the three drivers run (any id: there is one group).
+const GROUP: u64 = 1;
+
 /// Bytes of every proposal's payload: the proposer (u64, little endian) then its
 /// sequence number (u64, little endian).
 pub const PAYLOAD_BYTES: usize = 16;
+
+/// Bytes of every entry in the log: concord-group's command tag, then the payload.
+pub const ENTRY_BYTES: usize = 1 + PAYLOAD_BYTES;
 
 /// A node compacts its log once this many applied entries sit above the last
 /// compaction point, so memory stays bounded however long a run is.
@@ -38,19 +54,32 @@ pub const COMPACT_INTERVAL_ENTRIES: u64 = 65_536;
 /// means the loop is stuck.
 const QUIESCE_ROUNDS_MAX: u32 = 1_000;
 
+/// Who waits on the drivers: proposers, named by number. Nobody reads or changes
+/// membership (the campaign at the start has nobody to tell).
+struct Proposers;
+
+impl Callers for Proposers {
+    type Proposal = u64;
+    type Read = ();
+    type Admin = ();
+}
+
+type Driver = GroupDriver<MemStorage, Proposers>;
+type Output = DriverOutput<Proposers>;
+
 /// What one [`Cluster::run`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RunStats {
     /// Proposals applied on the leader.
     pub proposals: u64,
-    /// Loop iterations, each one `propose_batch` followed by a drive to quiescence.
+    /// Loop iterations, each one batch of proposals followed by a drive to quiescence.
     pub iterations: u64,
 }
 
 /// Three nodes, their proposers and (optionally) a record of what each node applied.
 pub struct Cluster {
     /// Node `id` is at position `id - 1`.
-    nodes: Vec<RawNode<MemStorage>>,
+    nodes: Vec<Driver>,
     /// Proposers whose last entry has been applied on the leader, in the order they
     /// became free; they propose in the next iteration.
     // Invariant: every proposer is either here or has exactly one entry in flight.
@@ -59,8 +88,6 @@ pub struct Cluster {
     next_sequence: Vec<u64>,
     /// Proposals applied on the leader, since the cluster started.
     leader_applied_proposals: u64,
-    /// Index of the last entry each node applied.
-    applied_index: [u64; NODE_COUNT],
     /// Each node's compaction point.
     compacted_index: [u64; NODE_COUNT],
     /// When recording, the payloads each node applied, in order.
@@ -68,7 +95,7 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Starts three voters, elects node 1 (by `campaign`, no ticks) and readies
+    /// Starts three voters, elects node 1 (by campaigning, no ticks) and readies
     /// `proposers` proposers. With `record_applied`, every applied payload is kept for
     /// [`Cluster::check_applied`].
     pub fn new(proposers: u64, record_applied: bool) -> Cluster {
@@ -77,8 +104,19 @@ impl Cluster {
         let nodes = voters
             .iter()
             .map(|&id| {
-                let storage = MemStorage::with_conf_state(ConfState::with_voters(voters.clone()));
-                RawNode::new(&Config::new(id), storage).expect("a valid config")
+                let conf_state = ConfState::with_voters(voters.clone());
+                let storage = MemStorage::with_conf_state(conf_state.clone());
+                let config = Config::new(id);
+                let raw = RawNode::new(&config, storage).expect("a valid config");
+                let driver_config = DriverConfig::new(GROUP, config.election_timeout_ticks);
+                // The state machine starts where the bootstrap snapshot is.
+                GroupDriver::new(
+                    driver_config,
+                    raw,
+                    BOOTSTRAP_INDEX,
+                    conf_state,
+                    Default::default(),
+                )
             })
             .collect();
         let mut cluster = Cluster {
@@ -86,21 +124,27 @@ impl Cluster {
             free_proposers: (0..proposers).collect(),
             next_sequence: vec![0; proposers as usize],
             leader_applied_proposals: 0,
-            applied_index: [0; NODE_COUNT],
-            compacted_index: [0; NODE_COUNT],
+            compacted_index: [BOOTSTRAP_INDEX; NODE_COUNT],
             applied_payloads: record_applied.then(Default::default),
         };
-        cluster.node_mut(LEADER_ID).campaign();
+        let mut out = Output::default();
+        cluster
+            .node_mut(LEADER_ID)
+            .admin(AdminOp::Campaign, (), &mut out);
+        assert!(
+            matches!(out.answers.as_slice(), [Answer::Admin((), Ok(()))]),
+            "campaigning is answered at once"
+        );
         cluster.drive_until_quiescent();
         for node in &cluster.nodes {
             assert_eq!(
-                node.leader(),
+                node.raw().leader(),
                 LEADER_ID,
                 "node {} does not follow node {LEADER_ID}",
-                node.id()
+                node.raw().id()
             );
         }
-        assert_eq!(cluster.node(LEADER_ID).role(), Role::Leader);
+        assert_eq!(cluster.node(LEADER_ID).raw().role(), Role::Leader);
         cluster
     }
 
@@ -115,24 +159,28 @@ impl Cluster {
             if count > 0 {
                 // One buffer per batch, as a server reading many requests at once
                 // would have; each entry is a view into it, not its own allocation.
-                let mut payloads = Vec::with_capacity(count * PAYLOAD_BYTES);
+                let mut entries = Vec::with_capacity(count * ENTRY_BYTES);
                 for &proposer in &self.free_proposers[..count] {
                     let sequence = &mut self.next_sequence[proposer as usize];
-                    payloads.extend_from_slice(&proposer.to_le_bytes());
-                    payloads.extend_from_slice(&sequence.to_le_bytes());
+                    entries.push(TAG_COMMAND);
+                    entries.extend_from_slice(&proposer.to_le_bytes());
+                    entries.extend_from_slice(&sequence.to_le_bytes());
                     *sequence += 1;
                 }
-                self.free_proposers.drain(..count);
-                let batch = Bytes::from(payloads);
-                let entries =
-                    (0..count).map(|k| batch.slice(k * PAYLOAD_BYTES..(k + 1) * PAYLOAD_BYTES));
-                self.node_mut(LEADER_ID)
-                    .propose_batch(entries)
-                    .expect("the leader accepts proposals");
+                let entries = Bytes::from(entries);
+                // The driver proposes what was queued as one batch at its next Ready.
+                let leader = &mut self.nodes[(LEADER_ID - 1) as usize];
+                for (position, proposer) in self.free_proposers.drain(..count).enumerate() {
+                    let entry = entries.slice(position * ENTRY_BYTES..(position + 1) * ENTRY_BYTES);
+                    leader.propose(entry, proposer);
+                }
                 proposed += count as u64;
             }
             self.drive_until_quiescent();
-            self.maybe_compact();
+            if self.maybe_compact() {
+                // The drivers compact with their next write: make it now.
+                self.drive_until_quiescent();
+            }
             iterations += 1;
             assert!(
                 self.leader_applied_proposals > applied_before,
@@ -149,8 +197,9 @@ impl Cluster {
 
     /// Checks the recorded payloads: every proposal was applied exactly once on every
     /// node, each proposer's in the order it proposed them, and all nodes applied the
-    /// same sequence. Panics with the first difference.
-    pub fn check_applied(&self) {
+    /// same sequence; and each node's log starts right after its last compaction.
+    /// Panics with the first difference. Returns each node's compaction point.
+    pub fn check_applied(&self) -> [Index; NODE_COUNT] {
         let applied = self
             .applied_payloads
             .as_ref()
@@ -195,14 +244,22 @@ impl Cluster {
                     node_applied[at], leader[at]
                 );
             }
+            let first_index = self.nodes[position].raw().storage().first_index();
+            assert_eq!(
+                first_index,
+                Ok(self.compacted_index[position] + 1),
+                "node {id}: the log's first index after compacting to {}",
+                self.compacted_index[position]
+            );
         }
+        self.compacted_index
     }
 
-    fn node(&self, id: NodeId) -> &RawNode<MemStorage> {
+    fn node(&self, id: NodeId) -> &Driver {
         &self.nodes[(id - 1) as usize]
     }
 
-    fn node_mut(&mut self, id: NodeId) -> &mut RawNode<MemStorage> {
+    fn node_mut(&mut self, id: NodeId) -> &mut Driver {
         &mut self.nodes[(id - 1) as usize]
     }
 
@@ -224,25 +281,27 @@ impl Cluster {
     /// Returns false if it had nothing to do.
     fn handle_ready(&mut self, position: usize) -> bool {
         let node = &mut self.nodes[position];
-        if !node.has_ready() {
+        if !node.has_work() {
             return false;
         }
-        let ready = node.ready();
-        // Persist: the log is in memory, so it is durable as soon as it is written.
-        assert!(
-            ready.snapshot.is_none(),
-            "no node falls behind far enough to need a snapshot"
-        );
-        if let Some(hard_state) = ready.hard_state {
-            node.storage_mut()
-                .set_hard_state(hard_state)
-                .expect("MemStorage never fails");
+        let mut out = Output::default();
+        // Persist: the log is in memory, so it is durable as soon as it is written,
+        // and the messages that may leave before the write go with those after it.
+        if let Some(write) = node.take_ready(&mut out) {
+            persist(node.storage_mut(), &write);
+            node.finish_ready(&mut out);
         }
-        node.storage_mut()
-            .append(&ready.entries)
-            .expect("appended entries follow the log");
-        // Send: persisting is already done, so both lists may go at once.
-        for message in ready.messages.into_iter().chain(ready.persisted_messages) {
+        // Applied proposals are answered by the state machine; the driver answers only
+        // those it drops, and none may be.
+        match out.answers.first() {
+            None => {}
+            Some(Answer::Proposal(proposer, result)) => {
+                panic!("proposer {proposer} was answered {result:?} by the driver")
+            }
+            Some(Answer::Read(..) | Answer::Admin(..)) => panic!("no reads or membership changes"),
+        }
+        // Send.
+        for message in out.messages {
             let to = message.to;
             self.nodes[(to - 1) as usize]
                 .step(message)
@@ -250,51 +309,86 @@ impl Cluster {
         }
         // Apply.
         let is_leader = position as NodeId == LEADER_ID - 1;
-        if let Some(last) = ready.committed_entries.last() {
-            self.applied_index[position] = last.index;
+        for item in out.apply {
+            let entries = match item {
+                ApplyItem::Entries(entries) => entries,
+                ApplyItem::Notice(_) => continue, // Leadership notices: nobody listens.
+                ApplyItem::Restore(_) => {
+                    panic!("no node falls behind far enough to need a snapshot")
+                }
+                ApplyItem::Reads { .. } => panic!("no reads are asked"),
+            };
+            for entry in entries {
+                let command = match entry.payload {
+                    EntryPayload::Noop => continue, // A new leader's no-op.
+                    EntryPayload::Command(command) => command,
+                    other => panic!(
+                        "entry {}: only commands are proposed, not {other:?}",
+                        entry.index
+                    ),
+                };
+                if is_leader {
+                    let proposer = entry.proposer.unwrap_or_else(|| {
+                        panic!(
+                            "entry {}: the leader's driver matched no proposer",
+                            entry.index
+                        )
+                    });
+                    self.free_proposers.push(proposer);
+                    self.leader_applied_proposals += 1;
+                }
+                if let Some(applied) = &mut self.applied_payloads {
+                    applied[position].push(command);
+                }
+            }
         }
-        for entry in ready.committed_entries {
-            assert_eq!(
-                entry.kind,
-                EntryKind::Normal,
-                "no membership changes are proposed"
-            );
-            if entry.data.is_empty() {
-                continue; // A new leader's no-op.
-            }
-            if is_leader {
-                let proposer =
-                    u64::from_le_bytes(entry.data[..8].try_into().expect("an 8-byte proposer"));
-                self.free_proposers.push(proposer);
-                self.leader_applied_proposals += 1;
-            }
-            if let Some(applied) = &mut self.applied_payloads {
-                applied[position].push(entry.data);
-            }
-        }
-        self.nodes[position].advance();
         true
     }
 
     /// Compacts each node's log up to its applied index once enough has piled up.
     /// Called between iterations, when every node holds and has applied the whole log,
-    /// so no follower needs the dropped entries.
-    fn maybe_compact(&mut self) {
+    /// so no follower needs the dropped entries. As the runtime does: the snapshot is
+    /// stored, then the driver compacts with its next write. Returns true if any node
+    /// is to compact.
+    fn maybe_compact(&mut self) -> bool {
+        let mut compacting = false;
         for position in 0..NODE_COUNT {
-            let applied = self.applied_index[position];
+            let node = &mut self.nodes[position];
+            let applied = node.handed_index();
             if applied - self.compacted_index[position] < COMPACT_INTERVAL_ENTRIES {
                 continue;
             }
-            let voters = ConfState::with_voters(1..=NODE_COUNT as NodeId);
-            let storage = self.nodes[position].storage_mut();
+            let voters = node.conf_state().clone();
             // The state machine keeps nothing, so its snapshot is empty.
-            storage
+            node.storage_mut()
                 .create_snapshot(applied, voters, Bytes::new())
                 .expect("snapshot at the applied index");
-            storage
-                .compact(applied)
-                .expect("compact to the applied index");
+            node.compact(applied);
             self.compacted_index[position] = applied;
+            compacting = true;
         }
+        compacting
+    }
+}
+
+/// Writes a Ready's durable part to memory, in the order the runtime's memory backend
+/// writes it.
+fn persist(storage: &mut MemStorage, write: &DurableWrite) {
+    assert!(
+        write.snapshot.is_none(),
+        "no node falls behind far enough to need a snapshot"
+    );
+    storage
+        .append(&write.entries)
+        .expect("appended entries follow the log");
+    if let Some(index) = write.compact {
+        storage
+            .compact(index)
+            .expect("compact to the applied index");
+    }
+    if let Some(hard_state) = write.hard_state {
+        storage
+            .set_hard_state(hard_state)
+            .expect("MemStorage never fails");
     }
 }

@@ -1,6 +1,7 @@
-//! Proposal throughput of concord-raft: three voters in one process, an in-memory log,
-//! a state machine that keeps nothing, and N proposers that each keep one proposal
-//! outstanding (see `cluster.rs` for the loop).
+//! Proposal throughput of concord-raft: three voters in one process, each run by
+//! concord-group's `GroupDriver` (the driver the runtime and the simulator run), an
+//! in-memory log, a state machine that keeps nothing, and N proposers that each keep
+//! one proposal outstanding (see `cluster.rs` for the loop).
 //!
 //! `cargo bench -p concord-raft` measures every row. Run without `--bench` (as
 //! `cargo test --benches` does), with `--quick`, or with `CONCORD_BENCH_QUICK=1`, it is a
@@ -18,7 +19,10 @@ mod cluster;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use cluster::{Cluster, COMPACT_INTERVAL_ENTRIES, NODE_COUNT, PAYLOAD_BYTES};
+use cluster::{Cluster, COMPACT_INTERVAL_ENTRIES, ENTRY_BYTES, NODE_COUNT, PAYLOAD_BYTES};
+use concord_bench_support::{
+    grouped, verdict, Bench, Environment, Mode, OptionError, Spread, Table, Variable,
+};
 
 /// Proposer counts, one table row each.
 const PROPOSER_COUNTS: [u64; 4] = [1, 64, 256, 1024];
@@ -55,55 +59,71 @@ const WARMUP_STEP_PROPOSALS: u64 = 1_000;
 /// Proposals in each run of the smoke check.
 const QUICK_RUN_PROPOSALS: u64 = 2_000;
 
+/// The command line: `--quick` and the variables read.
+const BENCH: Bench = Bench {
+    name: "concord-raft throughput",
+    command: "cargo bench -p concord-raft --bench throughput",
+    quick: "tiny counts, every applied entry checked (a smoke check)",
+    variables: &[
+        Variable {
+            name: "REPEATS",
+            value: "R",
+            help: "timed runs per row (default 5)",
+        },
+        Variable {
+            name: "PROPOSERS",
+            value: "N,N...",
+            help: "only these rows (default 1,64,256,1024)",
+        },
+    ],
+};
+
 /// How the binary was asked to run.
 struct Options {
-    quick: bool,
+    mode: Mode,
     repeats: usize,
     /// The rows to run, by proposer count.
     proposer_counts: Vec<u64>,
+}
+
+impl Options {
+    fn read(mode: Mode, environment: &Environment<'_>) -> Result<Options, OptionError> {
+        Ok(Options {
+            mode,
+            repeats: environment
+                .count("REPEATS")?
+                .map_or(REPEATS_DEFAULT, |repeats| repeats as usize),
+            proposer_counts: environment
+                .counts("PROPOSERS")?
+                .unwrap_or_else(|| PROPOSER_COUNTS.to_vec()),
+        })
+    }
 }
 
 /// One row's timed runs.
 struct Row {
     proposers: u64,
     proposals: u64,
-    /// Elapsed time of each run, sorted.
-    seconds: Vec<f64>,
-    /// Mean entries per `propose_batch` in the median run.
-    batch_entries_mean: f64,
+    /// Elapsed seconds of the runs.
+    seconds: Spread,
+    /// Mean entries per `propose_batch` of the runs.
+    batch_entries_mean: Spread,
 }
 
 impl Row {
-    fn median_seconds(&self) -> f64 {
-        let middle = self.seconds.len() / 2;
-        if self.seconds.len() % 2 == 1 {
-            self.seconds[middle]
-        } else {
-            (self.seconds[middle - 1] + self.seconds[middle]) / 2.0
-        }
-    }
-
     fn proposals_per_second(&self) -> f64 {
-        self.proposals as f64 / self.median_seconds()
+        self.proposals as f64 / self.seconds.median
     }
 
     fn nanoseconds_per_proposal(&self) -> f64 {
-        self.median_seconds() * 1e9 / self.proposals as f64
+        self.seconds.median * 1e9 / self.proposals as f64
     }
 }
 
 fn main() -> ExitCode {
-    let options = match parse_options(std::env::args().skip(1), |name| std::env::var(name).ok()) {
-        Ok(Some(options)) => options,
-        Ok(None) => {
-            print!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(message) => {
-            eprintln!("concord-raft throughput: {message}");
-            eprint!("{USAGE}");
-            return ExitCode::from(2);
-        }
+    let options = match BENCH.start(Options::read) {
+        Ok(options) => options,
+        Err(exit) => return exit,
     };
     print_parameters(&options);
     let rows: Vec<Row> = options
@@ -116,87 +136,26 @@ fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-const USAGE: &str = "\
-usage: cargo bench -p concord-raft --bench throughput [-- --quick]
-  --quick                   tiny counts, every applied entry checked (a smoke check)
-environment:
-  CONCORD_BENCH_QUICK=1     same as --quick
-  CONCORD_BENCH_REPEATS=R   timed runs per row (default 5)
-  CONCORD_BENCH_PROPOSERS=N,N...  only these rows (default 1,64,256,1024)
-";
-
-/// Parses the arguments (`--bench` is what `cargo bench` passes) and the environment
-/// (read through `variable`). `Ok(None)` asks for the usage text.
-fn parse_options(
-    arguments: impl Iterator<Item = String>,
-    variable: impl Fn(&str) -> Option<String>,
-) -> Result<Option<Options>, String> {
-    let mut benchmarking = false;
-    let mut quick = false;
-    for argument in arguments {
-        match argument.as_str() {
-            "--bench" => benchmarking = true,
-            "--quick" => quick = true,
-            "-h" | "--help" => return Ok(None),
-            other => return Err(format!("unknown argument {other:?}")),
-        }
-    }
-    match variable("CONCORD_BENCH_QUICK").as_deref() {
-        None | Some("") | Some("0") => {}
-        Some("1") => quick = true,
-        Some(other) => return Err(format!("CONCORD_BENCH_QUICK must be 0 or 1, not {other:?}")),
-    }
-    let repeats = match variable("CONCORD_BENCH_REPEATS").as_deref() {
-        None | Some("") => REPEATS_DEFAULT,
-        Some(text) => match text.parse::<usize>() {
-            Ok(repeats) if repeats > 0 => repeats,
-            _ => {
-                return Err(format!(
-                    "CONCORD_BENCH_REPEATS must be a whole number of at least 1, not {text:?}"
-                ))
-            }
-        },
-    };
-    let proposer_counts = match variable("CONCORD_BENCH_PROPOSERS").as_deref() {
-        None | Some("") => PROPOSER_COUNTS.to_vec(),
-        Some(text) => text
-            .split(',')
-            .map(|count| match count.trim().parse::<u64>() {
-                Ok(count) if count > 0 => Ok(count),
-                _ => Err(format!(
-                    "CONCORD_BENCH_PROPOSERS must be a comma-separated list of counts of at least 1, \
-                     not {text:?}"
-                )),
-            })
-            .collect::<Result<_, _>>()?,
-    };
-    // Without `--bench` the binary runs under `cargo test`: check, do not measure.
-    Ok(Some(Options {
-        quick: quick || !benchmarking,
-        repeats,
-        proposer_counts,
-    }))
-}
-
 fn print_parameters(options: &Options) {
     println!("concord-raft throughput");
     println!(
-        "  {NODE_COUNT} voters in one process, single-threaded: one event loop drives every node; \
+        "  {NODE_COUNT} voters in one process, single-threaded: one event loop drives every node's \
+         GroupDriver (concord-group: the runtime's and the simulator's driver); \
          messages are delivered by calling step() on the target node"
     );
     println!(
         "  log: MemStorage, compacted every {} applied entries; state machine keeps nothing; \
-         payload {PAYLOAD_BYTES} bytes",
+         payload {PAYLOAD_BYTES} bytes ({ENTRY_BYTES} in the log with the driver's command tag)",
         grouped(COMPACT_INTERVAL_ENTRIES)
     );
     println!(
         "  each proposer keeps one proposal outstanding and proposes its next once the leader applies it;"
     );
     println!(
-        "  each loop iteration proposes every free proposer's entry in one propose_batch (the core's batching),"
+        "  each loop iteration queues every free proposer's entry with the leader's driver, which proposes them in one propose_batch,"
     );
-    println!("  then runs Ready cycles (persist, send, apply, advance) on all nodes until none has work; no ticks");
-    if options.quick {
+    println!("  then runs Ready cycles (take_ready, persist, finish_ready, send, apply) on all nodes until none has work; no ticks");
+    if options.mode.is_quick() {
         println!(
             "  QUICK smoke check: {} proposals per run, every applied entry checked on every node; \
              figures are not stable and targets are not judged",
@@ -222,7 +181,8 @@ fn print_parameters(options: &Options) {
 }
 
 fn measure_row(proposers: u64, options: &Options) -> Row {
-    let proposals = if options.quick {
+    let quick = options.mode.is_quick();
+    let proposals = if quick {
         QUICK_RUN_PROPOSALS
     } else {
         calibrate(proposers)
@@ -231,23 +191,21 @@ fn measure_row(proposers: u64, options: &Options) -> Row {
     let mut batch_means = Vec::with_capacity(options.repeats);
     for _ in 0..options.repeats {
         // A fresh cluster per run; only `run` is timed, not the start or the election.
-        let mut cluster = Cluster::new(proposers, options.quick);
+        let mut cluster = Cluster::new(proposers, quick);
         let start = Instant::now();
         let stats = cluster.run(proposals);
         let elapsed = start.elapsed().as_secs_f64();
-        if options.quick {
+        if quick {
             cluster.check_applied();
         }
         seconds.push(elapsed);
-        batch_means.push((elapsed, stats.proposals as f64 / stats.iterations as f64));
+        batch_means.push(stats.proposals as f64 / stats.iterations as f64);
     }
-    seconds.sort_by(f64::total_cmp);
-    batch_means.sort_by(|a, b| a.0.total_cmp(&b.0));
     Row {
         proposers,
         proposals,
-        seconds,
-        batch_entries_mean: batch_means[batch_means.len() / 2].1,
+        seconds: Spread::of(seconds),
+        batch_entries_mean: Spread::of(batch_means),
     }
 }
 
@@ -271,8 +229,7 @@ fn calibrate(proposers: u64) -> u64 {
 }
 
 fn print_table(rows: &[Row]) {
-    println!(
-        "{:>9} {:>11} {:>8} {:>13} {:>25} {:>9} {:>7} {:>13} {:>9}",
+    let mut table = Table::new([
         "proposers",
         "proposals",
         "seconds",
@@ -281,12 +238,11 @@ fn print_table(rows: &[Row]) {
         "ns/op",
         "batch",
         "reference/s",
-        "ours/ref"
-    );
+        "ours/ref",
+    ]);
     for row in rows {
-        let slowest = row.proposals as f64 / row.seconds[row.seconds.len() - 1];
-        let fastest = row.proposals as f64 / row.seconds[0];
-        let spread = format!("{} – {}", grouped(slowest as u64), grouped(fastest as u64));
+        let slowest = row.proposals as f64 / row.seconds.max;
+        let fastest = row.proposals as f64 / row.seconds.min;
         let (reference, ratio) = match reference_for(row.proposers) {
             Some(reference) => (
                 grouped(reference as u64),
@@ -294,24 +250,24 @@ fn print_table(rows: &[Row]) {
             ),
             None => ("-".into(), "-".into()),
         };
-        println!(
-            "{:>9} {:>11} {:>8.3} {:>13} {:>25} {:>9.0} {:>7.1} {:>13} {:>9}",
-            row.proposers,
+        table.push([
+            row.proposers.to_string(),
             grouped(row.proposals),
-            row.median_seconds(),
+            format!("{:.3}", row.seconds.median),
             grouped(row.proposals_per_second() as u64),
-            spread,
-            row.nanoseconds_per_proposal(),
-            row.batch_entries_mean,
+            format!("{} – {}", grouped(slowest as u64), grouped(fastest as u64)),
+            format!("{:.0}", row.nanoseconds_per_proposal()),
+            format!("{:.1}", row.batch_entries_mean.median),
             reference,
-            ratio
-        );
+            ratio,
+        ]);
     }
+    table.print();
     println!();
     println!(
         "ns/op = median seconds / proposals; with 1 proposer it is the latency of one proposal."
     );
-    println!("batch = mean entries per propose_batch in the median run.");
+    println!("batch = mean entries per propose_batch in a run, the median of the runs.");
     println!(
         "reference: in-process benchmark of the same shape on this machine class (numbers from the issue): {}",
         REFERENCE_PROPOSALS_PER_SECOND
@@ -323,15 +279,6 @@ fn print_table(rows: &[Row]) {
 }
 
 fn print_targets(rows: &[Row], options: &Options) {
-    let verdict = |met: bool| {
-        if options.quick {
-            "not judged (quick)"
-        } else if met {
-            "PASS"
-        } else {
-            "FAIL"
-        }
-    };
     let (proposers, minimum) = TARGET_THROUGHPUT;
     if let Some(row) = rows.iter().find(|row| row.proposers == proposers) {
         let rate = row.proposals_per_second();
@@ -339,7 +286,7 @@ fn print_targets(rows: &[Row], options: &Options) {
             "target: >= {} proposals/s at {proposers} proposers: {}/s  {}",
             grouped(minimum as u64),
             grouped(rate as u64),
-            verdict(rate >= minimum)
+            verdict(options.mode, rate >= minimum)
         );
     }
     let (proposers, maximum) = TARGET_LATENCY;
@@ -349,7 +296,7 @@ fn print_targets(rows: &[Row], options: &Options) {
             "target: <= {:.0} µs per proposal at {proposers} proposer: {:.2} µs  {}",
             maximum / 1_000.0,
             latency / 1_000.0,
-            verdict(latency <= maximum)
+            verdict(options.mode, latency <= maximum)
         );
     }
 }
@@ -359,17 +306,4 @@ fn reference_for(proposers: u64) -> Option<f64> {
         .iter()
         .find(|(count, _)| *count == proposers)
         .map(|(_, rate)| *rate)
-}
-
-/// `1234567` as `1,234,567`.
-fn grouped(value: u64) -> String {
-    let digits = value.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (position, digit) in digits.chars().enumerate() {
-        if position > 0 && (digits.len() - position).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(digit);
-    }
-    out
 }

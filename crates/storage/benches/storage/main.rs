@@ -13,14 +13,14 @@
 //! group's lock, the batch submitted, the lock released, then the writer waits for
 //! durability, so one group can have many batches in flight (a pipelined driver).
 //!
-//! Environment: `CONCORD_BENCH_REPEATS` (default 3) timed runs per row, median shown;
-//! `CONCORD_BENCH_DIR` where the logs go (default: the system temp dir);
-//! `CONCORD_BENCH_RESTART_MIB` size of the restart log (default 1024).
+//! Environment: `CONCORD_BENCH_REPEATS` (default 3, quick 1) timed runs per row, the
+//! median of each figure shown; `CONCORD_BENCH_DIR` where the logs go (default: the
+//! system temp dir); `CONCORD_BENCH_RESTART_MIB` size of the restart log (default
+//! 1024, quick 4).
 //!
 //! Exit codes: 0 on a completed run (whether or not the targets are met), 1 if the
 //! storage failed, 2 on a bad argument or environment variable.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -28,6 +28,10 @@ use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use concord_bench_support::{
+    raw_fsync, verdict, Bench, Environment, Mode, OptionError, RawFsyncFile, Spread, Table,
+    Variable, RAW_WRITE_BYTES_DEFAULT,
+};
 use concord_raft::{Entry, EntryKind, Storage};
 use concord_storage::{Log, LogConfig, WriteBatch};
 
@@ -42,7 +46,7 @@ const SLICE_DURATION: Duration = Duration::from_millis(100);
 /// Length of the raw fsync measurement (taken before and after the rows).
 const RAW_DURATION: Duration = Duration::from_secs(2);
 /// Bytes of each raw write.
-const RAW_WRITE_BYTES: usize = 4096;
+const RAW_WRITE_BYTES: usize = RAW_WRITE_BYTES_DEFAULT;
 /// Size of the restart log unless `CONCORD_BENCH_RESTART_MIB` says otherwise.
 const RESTART_MIB_DEFAULT: u64 = 1024;
 /// Entry size, groups and entries per group per batch of the restart log.
@@ -60,11 +64,55 @@ const QUICK_WARMUP_DURATION: Duration = Duration::from_millis(20);
 const QUICK_RAW_DURATION: Duration = Duration::from_millis(100);
 const QUICK_RESTART_MIB: u64 = 4;
 
+/// The command line: `--quick` and the variables read.
+const BENCH: Bench = Bench {
+    name: "concord-storage bench",
+    command: "cargo bench -p concord-storage",
+    quick: "tiny durations and log, every row checked (a smoke check)",
+    variables: &[
+        Variable {
+            name: "REPEATS",
+            value: "R",
+            help: "timed runs per row (default 3, quick 1)",
+        },
+        Variable {
+            name: "DIR",
+            value: "PATH",
+            help: "where the logs go (default: the system temp dir)",
+        },
+        Variable {
+            name: "RESTART_MIB",
+            value: "N",
+            help: "size of the restart log in MiB (default 1024, quick 4)",
+        },
+    ],
+};
+
 struct Options {
-    quick: bool,
+    mode: Mode,
     repeats: usize,
     dir: PathBuf,
     restart_mib: u64,
+}
+
+impl Options {
+    fn read(mode: Mode, environment: &Environment<'_>) -> Result<Options, OptionError> {
+        let quick = mode.is_quick();
+        Ok(Options {
+            mode,
+            repeats: environment
+                .count("REPEATS")?
+                .map_or(if quick { 1 } else { REPEATS_DEFAULT }, |repeats| {
+                    repeats as usize
+                }),
+            dir: environment.path("DIR").unwrap_or_else(std::env::temp_dir),
+            restart_mib: environment.count("RESTART_MIB")?.unwrap_or(if quick {
+                QUICK_RESTART_MIB
+            } else {
+                RESTART_MIB_DEFAULT
+            }),
+        })
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -88,28 +136,35 @@ impl Run {
     fn entries_per_second(&self) -> f64 {
         self.entries as f64 / self.seconds
     }
+
+    /// Microseconds from submit to durable, as each writer sees a write.
+    fn write_micros(&self, writers: u64) -> f64 {
+        self.seconds * 1e6 / self.writes as f64 * writers as f64
+    }
+
+    /// Seconds per write over seconds per raw write + fdatasync: the one interleaved
+    /// with this run, else `raw_seconds`.
+    fn latency_ratio(&self, writers: u64, raw_seconds: f64) -> f64 {
+        self.write_micros(writers) / (self.raw_seconds.unwrap_or(raw_seconds) * 1e6)
+    }
 }
 
 struct Row {
     spec: RowSpec,
-    /// The median run by entries per second.
-    median: Run,
-    /// Lowest and highest entries per second over the runs.
-    spread: (f64, f64),
+    runs: Vec<Run>,
+}
+
+impl Row {
+    /// The median and spread of `figure` over the runs.
+    fn spread(&self, figure: impl Fn(&Run) -> f64) -> Spread {
+        Spread::of(self.runs.iter().map(figure))
+    }
 }
 
 fn main() -> ExitCode {
-    let options = match parse_options(std::env::args().skip(1), |name| std::env::var(name).ok()) {
-        Ok(Some(options)) => options,
-        Ok(None) => {
-            print!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(message) => {
-            eprintln!("concord-storage bench: {message}");
-            eprint!("{USAGE}");
-            return ExitCode::from(2);
-        }
+    let options = match BENCH.start(Options::read) {
+        Ok(options) => options,
+        Err(exit) => return exit,
     };
     match run(&options) {
         Ok(()) => ExitCode::SUCCESS,
@@ -118,68 +173,6 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
-}
-
-const USAGE: &str = "\
-usage: cargo bench -p concord-storage [-- --quick]
-  --quick                      tiny durations and log, every row checked (a smoke check)
-environment:
-  CONCORD_BENCH_QUICK=1        same as --quick
-  CONCORD_BENCH_REPEATS=R      timed runs per row (default 3)
-  CONCORD_BENCH_DIR=PATH       where the logs go (default: the system temp dir)
-  CONCORD_BENCH_RESTART_MIB=N  size of the restart log in MiB (default 1024)
-";
-
-fn parse_options(
-    arguments: impl Iterator<Item = String>,
-    variable: impl Fn(&str) -> Option<String>,
-) -> Result<Option<Options>, String> {
-    let mut benchmarking = false;
-    let mut quick = false;
-    for argument in arguments {
-        match argument.as_str() {
-            "--bench" => benchmarking = true,
-            "--quick" => quick = true,
-            "-h" | "--help" => return Ok(None),
-            other => return Err(format!("unknown argument {other:?}")),
-        }
-    }
-    match variable("CONCORD_BENCH_QUICK").as_deref() {
-        None | Some("") | Some("0") => {}
-        Some("1") => quick = true,
-        Some(other) => return Err(format!("CONCORD_BENCH_QUICK must be 0 or 1, not {other:?}")),
-    }
-    let number = |name: &str, default: u64| -> Result<u64, String> {
-        match variable(name).as_deref() {
-            None | Some("") => Ok(default),
-            Some(text) => match text.parse::<u64>() {
-                Ok(value) if value > 0 => Ok(value),
-                _ => Err(format!(
-                    "{name} must be a whole number of at least 1, not {text:?}"
-                )),
-            },
-        }
-    };
-    let quick = quick || !benchmarking;
-    let repeats = number("CONCORD_BENCH_REPEATS", REPEATS_DEFAULT as u64)? as usize;
-    let restart_mib = number(
-        "CONCORD_BENCH_RESTART_MIB",
-        if quick {
-            QUICK_RESTART_MIB
-        } else {
-            RESTART_MIB_DEFAULT
-        },
-    )?;
-    let dir = match variable("CONCORD_BENCH_DIR").as_deref() {
-        None | Some("") => std::env::temp_dir(),
-        Some(path) => PathBuf::from(path),
-    };
-    Ok(Some(Options {
-        quick,
-        repeats: if quick { 1 } else { repeats },
-        dir,
-        restart_mib,
-    }))
 }
 
 /// A directory removed when dropped.
@@ -234,16 +227,16 @@ fn run(options: &Options) -> Result<(), String> {
         "  machine: {} cores, shared with other builds: expect noise; medians of {} run(s) of {:?}",
         std::thread::available_parallelism().map_or(0, |cores| cores.get()),
         options.repeats,
-        if options.quick {
+        if options.mode.is_quick() {
             QUICK_RUN_DURATION
         } else {
             RUN_DURATION
         }
     );
-    if options.quick {
+    if options.mode.is_quick() {
         println!("  QUICK: a smoke check, not a measurement");
     }
-    let raw_duration = if options.quick {
+    let raw_duration = if options.mode.is_quick() {
         QUICK_RAW_DURATION
     } else {
         RAW_DURATION
@@ -255,8 +248,7 @@ fn run(options: &Options) -> Result<(), String> {
         1.0 / raw_before
     );
     println!();
-    println!(
-        "{:>7} {:>6} {:>7} {:>13} | {:>11} {:>8} {:>13} {:>12} {:>8} {:>22}",
+    let mut table = Table::new([
         "writers",
         "groups",
         "entry",
@@ -266,30 +258,43 @@ fn run(options: &Options) -> Result<(), String> {
         "entries/fsync",
         "write (us)",
         "vs raw",
-        "entries/s min..max"
-    );
+        "entries/s min..max",
+    ]);
+    let specs = row_specs();
     let mut rows = Vec::new();
-    for spec in row_specs() {
-        let row = measure_row(spec, options)?;
-        let run = &row.median;
-        let write_micros = run.seconds * 1e6 / run.writes as f64 * spec.writers as f64;
-        let raw_micros = run.raw_seconds.unwrap_or(raw_before) * 1e6;
-        println!(
-            "{:>7} {:>6} {:>7} {:>13} | {:>11.0} {:>8.1} {:>13.1} {:>12.0} {:>7.2}x {:>10.0}..{:<11.0}",
-            spec.writers,
-            spec.groups,
+    for (position, spec) in specs.iter().enumerate() {
+        let row = measure_row(*spec, options)?;
+        if !options.mode.is_quick() {
+            // The table waits for every row; say how far it got.
+            eprintln!("  row {} of {} measured", position + 1, specs.len());
+        }
+        let rate = row.spread(Run::entries_per_second);
+        table.push([
+            spec.writers.to_string(),
+            spec.groups.to_string(),
             bytes_label(spec.entry_bytes),
-            spec.entries_per_write,
-            run.entries_per_second(),
-            run.entries_per_second() * spec.entry_bytes as f64 / 1e6,
-            run.entries as f64 / run.syncs.max(1) as f64,
-            write_micros,
-            write_micros / raw_micros,
-            row.spread.0,
-            row.spread.1
-        );
+            spec.entries_per_write.to_string(),
+            format!("{:.0}", rate.median),
+            format!("{:.1}", rate.median * spec.entry_bytes as f64 / 1e6),
+            format!(
+                "{:.1}",
+                row.spread(|run| run.entries as f64 / run.syncs.max(1) as f64)
+                    .median
+            ),
+            format!(
+                "{:.0}",
+                row.spread(|run| run.write_micros(spec.writers)).median
+            ),
+            format!(
+                "{:.2}x",
+                row.spread(|run| run.latency_ratio(spec.writers, raw_before))
+                    .median
+            ),
+            format!("{:.0}..{:.0}", rate.min, rate.max),
+        ]);
         rows.push(row);
     }
+    table.print();
     let raw_after = raw_fsync_seconds(&options.dir, raw_duration)?;
     let raw = (raw_before + raw_after) / 2.0;
     println!();
@@ -310,7 +315,7 @@ fn run(options: &Options) -> Result<(), String> {
     let best_64 = rows
         .iter()
         .filter(|row| row.spec.writers == 64 && row.spec.entry_bytes == 256)
-        .map(|row| (row.median.entries_per_second(), row.spec))
+        .map(|row| (row.spread(Run::entries_per_second).median, row.spec))
         .fold((0.0, None), |best, (rate, spec)| {
             if rate > best.0 {
                 (rate, Some(spec))
@@ -325,7 +330,10 @@ fn run(options: &Options) -> Result<(), String> {
             spec.groups,
             spec.entries_per_write,
             TARGET_ENTRIES_PER_SECOND_64_WRITERS_256B,
-            verdict(rate >= TARGET_ENTRIES_PER_SECOND_64_WRITERS_256B)
+            verdict(
+                options.mode,
+                rate >= TARGET_ENTRIES_PER_SECOND_64_WRITERS_256B
+            )
         );
         println!(
             "    (at {:.0} fsyncs/s that needs {:.0} entries per fsync)",
@@ -336,15 +344,16 @@ fn run(options: &Options) -> Result<(), String> {
     let worst_ratio = rows
         .iter()
         .filter(|row| row.spec.writers == 1)
-        .map(|row| {
-            row.median.seconds / row.median.writes as f64 / row.median.raw_seconds.unwrap_or(raw)
-        })
+        .map(|row| row.spread(|run| run.latency_ratio(1, raw)).median)
         .fold(0.0f64, f64::max);
     println!(
         "  single writer: worst write latency {:.2}x the raw fdatasync latency interleaved with it, target <= {:.1}x: {}",
         worst_ratio,
         TARGET_SINGLE_WRITER_LATENCY_RATIO,
-        verdict(worst_ratio <= TARGET_SINGLE_WRITER_LATENCY_RATIO)
+        verdict(
+            options.mode,
+            worst_ratio <= TARGET_SINGLE_WRITER_LATENCY_RATIO
+        )
     );
     println!(
         "  restart of a {} MiB log: {:.2} s (page cache warm){}, target < {:.0} s: {}",
@@ -355,17 +364,12 @@ fn run(options: &Options) -> Result<(), String> {
             .map(|cold| format!(", {cold:.2} s (its files evicted from the page cache)"))
             .unwrap_or_default(),
         TARGET_RESTART_SECONDS,
-        verdict(restart.cold_seconds.unwrap_or(restart.warm_seconds) < TARGET_RESTART_SECONDS)
+        verdict(
+            options.mode,
+            restart.cold_seconds.unwrap_or(restart.warm_seconds) < TARGET_RESTART_SECONDS
+        )
     );
     Ok(())
-}
-
-fn verdict(met: bool) -> &'static str {
-    if met {
-        "met"
-    } else {
-        "NOT met"
-    }
 }
 
 fn bytes_label(bytes: usize) -> String {
@@ -376,23 +380,10 @@ fn bytes_label(bytes: usize) -> String {
     }
 }
 
-/// Seconds per 4 KiB sequential write + fdatasync in one file, over `duration`.
+/// Seconds per raw write + fdatasync in one file in `parent`, over `duration`.
 fn raw_fsync_seconds(parent: &Path, duration: Duration) -> Result<f64, String> {
-    let dir = ScratchDir::new(parent, "raw")?;
-    let path = dir.0.join("raw");
-    let mut file =
-        std::fs::File::create(&path).map_err(|error| format!("{}: {error}", path.display()))?;
-    let block = vec![0x5au8; RAW_WRITE_BYTES];
-    let start = Instant::now();
-    let mut count = 0u64;
-    while start.elapsed() < duration {
-        file.write_all(&block)
-            .map_err(|error| format!("raw write: {error}"))?;
-        file.sync_data()
-            .map_err(|error| format!("raw fdatasync: {error}"))?;
-        count += 1;
-    }
-    Ok(start.elapsed().as_secs_f64() / count as f64)
+    let run = raw_fsync(parent, RAW_WRITE_BYTES, duration).map_err(|error| error.to_string())?;
+    Ok(run.seconds_per_fsync())
 }
 
 fn payload(entry_bytes: usize) -> Bytes {
@@ -400,25 +391,14 @@ fn payload(entry_bytes: usize) -> Bytes {
 }
 
 fn measure_row(spec: RowSpec, options: &Options) -> Result<Row, String> {
-    let mut runs = Vec::new();
-    for _ in 0..options.repeats {
-        runs.push(measure_run(spec, options)?);
-    }
-    runs.sort_by(|a, b| a.entries_per_second().total_cmp(&b.entries_per_second()));
-    let spread = (
-        runs.first().unwrap().entries_per_second(),
-        runs.last().unwrap().entries_per_second(),
-    );
-    let median = runs.swap_remove(runs.len() / 2);
-    Ok(Row {
-        spec,
-        median,
-        spread,
-    })
+    let runs = (0..options.repeats)
+        .map(|_| measure_run(spec, options))
+        .collect::<Result<_, _>>()?;
+    Ok(Row { spec, runs })
 }
 
 fn measure_run(spec: RowSpec, options: &Options) -> Result<Run, String> {
-    let (warmup, duration) = if options.quick {
+    let (warmup, duration) = if options.mode.is_quick() {
         (QUICK_WARMUP_DURATION, QUICK_RUN_DURATION)
     } else {
         (WARMUP_DURATION, RUN_DURATION)
@@ -535,10 +515,8 @@ fn measure_single_writer(
     let dir = ScratchDir::new(&options.dir, "single")?;
     let log_dir = dir.0.join("log");
     let log = Log::open(&log_dir, LogConfig::default()).map_err(|error| error.to_string())?;
-    let raw_path = dir.0.join("raw");
-    let mut raw = std::fs::File::create(&raw_path)
-        .map_err(|error| format!("{}: {error}", raw_path.display()))?;
-    let block = vec![0x5au8; RAW_WRITE_BYTES];
+    let mut raw =
+        RawFsyncFile::create_in(&dir.0, RAW_WRITE_BYTES).map_err(|error| error.to_string())?;
     let data = payload(spec.entry_bytes);
     let mut next_indexes = vec![1u64; spec.groups as usize];
     let slices = (duration.as_secs_f64() / SLICE_DURATION.as_secs_f64())
@@ -548,8 +526,8 @@ fn measure_single_writer(
     let (mut log_seconds, mut log_writes) = (0.0, 0u64);
     let (mut raw_seconds, mut raw_writes) = (0.0, 0u64);
     for slice in 0..slices * 2 {
-        let start = Instant::now();
         if slice % 2 == 0 {
+            let start = Instant::now();
             while start.elapsed() < SLICE_DURATION {
                 let group = log_writes % spec.groups;
                 let next = &mut next_indexes[group as usize];
@@ -566,14 +544,11 @@ fn measure_single_writer(
             }
             log_seconds += start.elapsed().as_secs_f64();
         } else {
-            while start.elapsed() < SLICE_DURATION {
-                raw.write_all(&block)
-                    .map_err(|error| format!("raw write: {error}"))?;
-                raw.sync_data()
-                    .map_err(|error| format!("raw fdatasync: {error}"))?;
-                raw_writes += 1;
-            }
-            raw_seconds += start.elapsed().as_secs_f64();
+            let run = raw
+                .run_for(SLICE_DURATION)
+                .map_err(|error| error.to_string())?;
+            raw_writes += run.count;
+            raw_seconds += run.elapsed.as_secs_f64();
         }
     }
     let syncs = log.stats().syncs - syncs_start;

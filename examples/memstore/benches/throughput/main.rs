@@ -12,17 +12,17 @@
 //! p50 3.9 ms on one, in back-to-back runs); it uses about 0.2 of a core.
 //!
 //! `cargo bench -p concord-memstore` measures 1, 64 and 256 proposers, each row
-//! `MEMSTORE_BENCH_REPEATS` times (default 3; the table shows the median and the
-//! min–max spread), and prints the targets with pass or fail. It also measures the
+//! `CONCORD_BENCH_REPEATS` times (default 3; the table shows the median and the
+//! min–max spread), and prints the targets with PASS or FAIL. It also measures the
 //! disk's raw fsync latency (4 KiB write + fdatasync in a loop, in the same
 //! directory as the nodes' data) and reads the leader's own counters (write batches
 //! made durable, their latency) over each run, to show where the time goes.
 //!
-//! Without `--bench` (as `cargo test --benches` runs it) it is a smoke check: few,
-//! short runs.
+//! Without `--bench` (as `cargo test --benches` runs it), with `--quick`, or with
+//! `CONCORD_BENCH_QUICK=1`, it is a smoke check: few, short runs, targets not judged.
 //!
-//! Environment: `MEMSTORE_BENCH_REPEATS`, `MEMSTORE_BENCH_PROPOSERS=1,256` (rows),
-//! `MEMSTORE_BENCH_SECONDS` (length of a timed run, default 3).
+//! Environment: `CONCORD_BENCH_REPEATS`, `CONCORD_BENCH_PROPOSERS=1,256` (rows),
+//! `CONCORD_BENCH_SECONDS` (length of a timed run, default 3).
 //!
 //! Exit codes: 0 on a completed run (whether or not the targets are met), 2 on a bad
 //! argument or environment variable, 1 on a failed proposal or measurement.
@@ -31,12 +31,14 @@
 #[path = "../../tests/it/support.rs"]
 mod support;
 
-use std::io::Write as _;
-use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use concord_bench_support::{
+    raw_fsync, verdict, Bench, Environment, Mode, OptionError, Spread, Table, Variable,
+    RAW_WRITE_BYTES_DEFAULT,
+};
 use concord_memstore::store::Command;
 use concord_node::client::{ClientConfig, RaftClient};
 use concord_node::{LogEntry, DEFAULT_GROUP};
@@ -49,16 +51,27 @@ use support::Server;
 const PROPOSER_COUNTS: [usize; 3] = [1, 64, 256];
 /// Bytes of every proposal's value.
 const VALUE_BYTES: usize = 256;
-/// Timed runs per row unless `MEMSTORE_BENCH_REPEATS` says otherwise.
+/// Timed runs per row unless `CONCORD_BENCH_REPEATS` says otherwise.
 const REPEATS_DEFAULT: usize = 3;
-/// Length of a timed run unless `MEMSTORE_BENCH_SECONDS` says otherwise.
+/// Length of a timed run unless `CONCORD_BENCH_SECONDS` says otherwise.
 const RUN_SECONDS_DEFAULT: f64 = 3.0;
+/// The lengths of a timed run `CONCORD_BENCH_SECONDS` may ask for.
+const RUN_ALLOWED: std::ops::RangeInclusive<Duration> =
+    Duration::from_millis(1)..=Duration::from_secs(600);
+/// The smoke check's rows, by proposer count.
+const QUICK_PROPOSER_COUNTS: [usize; 2] = [1, 8];
+/// The smoke check's timed runs per row.
+const QUICK_REPEATS: usize = 1;
+/// The length of the smoke check's timed runs.
+const QUICK_RUN: Duration = Duration::from_millis(300);
+/// How long the smoke check's raw fsync loop runs.
+const QUICK_RAW_FSYNC_DURATION: Duration = Duration::from_millis(200);
 /// How long each row warms up before its timed runs.
 const WARMUP: Duration = Duration::from_millis(500);
 /// How long the raw fsync loop runs.
 const RAW_FSYNC_DURATION: Duration = Duration::from_secs(2);
 /// Bytes of one raw write before its fdatasync (as the storage benchmark does).
-const RAW_WRITE_BYTES: usize = 4096;
+const RAW_WRITE_BYTES: usize = RAW_WRITE_BYTES_DEFAULT;
 /// Target: one proposer's median latency under this.
 const TARGET_ONE_PROPOSER_P50: Duration = Duration::from_millis(1);
 /// Target: this many proposers make at least this many proposals per second ...
@@ -66,62 +79,70 @@ const TARGET_THROUGHPUT: (usize, f64) = (256, 50_000.0);
 /// ... with a 99th percentile latency under this.
 const TARGET_P99: Duration = Duration::from_millis(20);
 
+/// The command line: `--quick` and the variables read.
+const BENCH: Bench = Bench {
+    name: "memstore bench",
+    command: "cargo bench -p concord-memstore",
+    quick: "rows 1 and 8, one run of 0.3 s each (a smoke check)",
+    variables: &[
+        Variable {
+            name: "REPEATS",
+            value: "R",
+            help: "timed runs per row (default 3, quick 1)",
+        },
+        Variable {
+            name: "PROPOSERS",
+            value: "N,N...",
+            help: "only these rows (default 1,64,256, quick 1,8)",
+        },
+        Variable {
+            name: "SECONDS",
+            value: "S",
+            help: "length of a timed run, 0.001 to 600 (default 3, quick 0.3)",
+        },
+    ],
+};
+
+/// Variables this benchmark read before they took the shared prefix, with their new
+/// names: set, they would be ignored without a word.
+const RENAMED_VARIABLES: [(&str, &str); 3] = [
+    ("MEMSTORE_BENCH_REPEATS", "CONCORD_BENCH_REPEATS"),
+    ("MEMSTORE_BENCH_PROPOSERS", "CONCORD_BENCH_PROPOSERS"),
+    ("MEMSTORE_BENCH_SECONDS", "CONCORD_BENCH_SECONDS"),
+];
+
 struct Options {
-    quick: bool,
+    mode: Mode,
     repeats: usize,
     proposers: Vec<usize>,
     run: Duration,
 }
 
 impl Options {
-    fn parse() -> Result<Options, String> {
-        let quick = !std::env::args().any(|arg| arg == "--bench");
-        let variable = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
-        let repeats = match variable("MEMSTORE_BENCH_REPEATS") {
-            Some(text) => text
-                .parse::<usize>()
-                .ok()
-                .filter(|&repeats| repeats > 0)
-                .ok_or(format!(
-                    "MEMSTORE_BENCH_REPEATS={text}: expected a count above 0"
-                ))?,
-            None if quick => 1,
-            None => REPEATS_DEFAULT,
-        };
-        let proposers = match variable("MEMSTORE_BENCH_PROPOSERS") {
-            Some(text) => text
-                .split(',')
-                .map(|count| {
-                    count
-                        .trim()
-                        .parse::<usize>()
-                        .ok()
-                        .filter(|&count| count > 0)
-                })
-                .collect::<Option<Vec<_>>>()
-                .ok_or(format!(
-                    "MEMSTORE_BENCH_PROPOSERS={text}: expected counts above 0, comma-separated"
-                ))?,
-            None if quick => vec![1, 8],
-            None => PROPOSER_COUNTS.to_vec(),
-        };
-        let run = match variable("MEMSTORE_BENCH_SECONDS") {
-            Some(text) => text
-                .parse::<f64>()
-                .ok()
-                .filter(|&seconds| seconds > 0.0 && seconds <= 600.0)
-                .map(Duration::from_secs_f64)
-                .ok_or(format!(
-                    "MEMSTORE_BENCH_SECONDS={text}: expected 0 < seconds <= 600"
-                ))?,
-            None if quick => Duration::from_millis(300),
-            None => Duration::from_secs_f64(RUN_SECONDS_DEFAULT),
-        };
+    fn read(mode: Mode, environment: &Environment<'_>) -> Result<Options, OptionError> {
+        let quick = mode.is_quick();
         Ok(Options {
-            quick,
-            repeats,
-            proposers,
-            run,
+            mode,
+            repeats: environment.count("REPEATS")?.map_or(
+                if quick {
+                    QUICK_REPEATS
+                } else {
+                    REPEATS_DEFAULT
+                },
+                |repeats| repeats as usize,
+            ),
+            proposers: match environment.counts("PROPOSERS")? {
+                Some(counts) => counts.into_iter().map(|count| count as usize).collect(),
+                None if quick => QUICK_PROPOSER_COUNTS.to_vec(),
+                None => PROPOSER_COUNTS.to_vec(),
+            },
+            run: environment
+                .seconds("SECONDS", RUN_ALLOWED)?
+                .unwrap_or(if quick {
+                    QUICK_RUN
+                } else {
+                    Duration::from_secs_f64(RUN_SECONDS_DEFAULT)
+                }),
         })
     }
 }
@@ -237,17 +258,20 @@ struct Run {
 }
 
 fn main() -> ExitCode {
-    let options = match Options::parse() {
-        Ok(options) => options,
-        Err(error) => {
-            eprintln!("memstore bench: {error}");
+    for (old, new) in RENAMED_VARIABLES {
+        if std::env::var_os(old).is_some() {
+            eprintln!("{}: {old} is now {new}", BENCH.name);
             return ExitCode::from(2);
         }
+    }
+    let options = match BENCH.start(Options::read) {
+        Ok(options) => options,
+        Err(exit) => return exit,
     };
     match bench(&options) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("memstore bench: {error}");
+            eprintln!("{}: {error}", BENCH.name);
             ExitCode::FAILURE
         }
     }
@@ -270,7 +294,7 @@ fn bench(options: &Options) -> Result<(), String> {
         options.repeats,
         options.run.as_secs_f64(),
         WARMUP.as_millis(),
-        if options.quick {
+        if options.mode.is_quick() {
             " (quick smoke check: pass --bench for the real run)"
         } else {
             ""
@@ -278,20 +302,23 @@ fn bench(options: &Options) -> Result<(), String> {
     );
     let raw = raw_fsync(
         dir.path(),
-        if options.quick {
-            Duration::from_millis(200)
+        RAW_WRITE_BYTES,
+        if options.mode.is_quick() {
+            QUICK_RAW_FSYNC_DURATION
         } else {
             RAW_FSYNC_DURATION
         },
-    )?;
+    )
+    .map_err(|error| error.to_string())?;
+    let raw_mean = raw.mean_latency();
+    let micros = |duration: Duration| duration.as_secs_f64() * 1e6;
     println!(
         "  raw disk: {RAW_WRITE_BYTES} B write + fdatasync in a loop: mean {:.0} us, p50 {:.0} us, p99 {:.0} us ({:.0}/s)",
-        raw.mean() / 1e3,
-        raw.value_at_quantile(0.5) as f64 / 1e3,
-        raw.value_at_quantile(0.99) as f64 / 1e3,
-        1e9 / raw.mean()
+        micros(raw_mean),
+        micros(raw.latency_at(0.5)),
+        micros(raw.latency_at(0.99)),
+        1.0 / raw_mean.as_secs_f64()
     );
-    let raw_mean = Duration::from_nanos(raw.mean() as u64);
 
     let mut nodes = vec![Server::start(
         dir.path(),
@@ -317,7 +344,7 @@ fn bench(options: &Options) -> Result<(), String> {
     println!("  leader: node {} at {leader_address}", nodes[leader].id);
     let round_trip = runtime.block_on(status_round_trips(
         &leader_address,
-        if options.quick { 50 } else { 2000 },
+        if options.mode.is_quick() { 50 } else { 2000 },
     ))?;
     println!(
         "  gRPC round trip to the leader (status calls, no raft): p50 {:.0} us, p99 {:.0} us",
@@ -325,22 +352,9 @@ fn bench(options: &Options) -> Result<(), String> {
         round_trip.value_at_quantile(0.99) as f64 / 1e3,
     );
     println!();
-    println!(
-        "{:>9} | {:>24} | {:>8} | {:>17} | {:>8} | {:>8} | {:>8} | {:>11} | {:>9} | {:>24}",
-        "proposers",
-        "proposals/s (min-max)",
-        "p50 ms",
-        "p99 ms (min-max)",
-        "max ms",
-        "fsyncs/s",
-        "fsync ms",
-        "props/fsync",
-        "commit ms",
-        "CPU leader/foll./cl./other"
-    );
 
     let mut rows = Vec::new();
-    for &proposers in &options.proposers {
+    for (position, &proposers) in options.proposers.iter().enumerate() {
         let client = runtime.block_on(connect(&leader_address))?;
         runtime.block_on(propose_for(&client, proposers, WARMUP))?;
         let mut runs = Vec::new();
@@ -375,13 +389,19 @@ fn bench(options: &Options) -> Result<(), String> {
                 },
             });
         }
-        let row = Row { proposers, runs };
-        row.print();
-        let _ = std::io::stdout().flush();
-        rows.push(row);
+        rows.push(Row { proposers, runs });
+        if !options.mode.is_quick() {
+            // The table waits for every row; say how far it got.
+            eprintln!(
+                "  row {} of {} measured",
+                position + 1,
+                options.proposers.len()
+            );
+        }
     }
+    table(&rows).print();
     println!();
-    targets(&rows);
+    targets(&rows, options.mode);
     analysis(&rows, raw_mean);
 
     for node in &mut nodes {
@@ -504,28 +524,6 @@ fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1_000, 60_000_000_000, 3).expect("valid histogram bounds")
 }
 
-/// Latencies (ns) of `RAW_WRITE_BYTES` writes each followed by fdatasync, in one
-/// file in `parent`, over `duration`.
-fn raw_fsync(parent: &Path, duration: Duration) -> Result<Histogram<u64>, String> {
-    let path = parent.join("raw-fsync");
-    let mut file =
-        std::fs::File::create(&path).map_err(|error| format!("{}: {error}", path.display()))?;
-    let block = vec![0x5au8; RAW_WRITE_BYTES];
-    let mut histogram = new_histogram();
-    let start = Instant::now();
-    while start.elapsed() < duration {
-        let began = Instant::now();
-        file.write_all(&block)
-            .map_err(|error| format!("raw write: {error}"))?;
-        file.sync_data()
-            .map_err(|error| format!("raw fdatasync: {error}"))?;
-        histogram.saturating_record(began.elapsed().as_nanos() as u64);
-    }
-    drop(file);
-    let _ = std::fs::remove_file(&path);
-    Ok(histogram)
-}
-
 /// A row's timed runs.
 struct Row {
     proposers: usize,
@@ -533,83 +531,81 @@ struct Row {
 }
 
 impl Row {
-    /// The median, min and max of `value` over the runs.
-    fn spread(&self, value: impl Fn(&Run) -> f64) -> (f64, f64, f64) {
-        let mut values: Vec<f64> = self.runs.iter().map(value).collect();
-        values.sort_by(f64::total_cmp);
-        (
-            values[values.len() / 2],
-            values[0],
-            values[values.len() - 1],
-        )
-    }
-
-    fn print(&self) {
-        let ms = |duration: Duration| duration.as_secs_f64() * 1e3;
-        let (rate, rate_min, rate_max) = self.spread(|run| run.proposals_per_second);
-        let (p50, _, _) = self.spread(|run| ms(run.p50));
-        let (p99, p99_min, p99_max) = self.spread(|run| ms(run.p99));
-        let (max, _, _) = self.spread(|run| ms(run.max));
-        let (batches, _, _) = self.spread(|run| run.batches_per_second);
-        let (fsync, _, _) = self.spread(|run| ms(run.fsync_mean));
-        let (per_batch, _, _) = self.spread(|run| run.proposals_per_batch);
-        let (commit, _, _) = self.spread(|run| ms(run.commit_mean));
-        let (leader_cpu, _, _) = self.spread(|run| run.cpu_cores.0);
-        let (followers_cpu, _, _) = self.spread(|run| run.cpu_cores.1);
-        let (client_cpu, _, _) = self.spread(|run| run.cpu_cores.2);
-        let (other_cpu, _, _) = self.spread(|run| run.cpu_cores.3);
-        println!(
-            "{:>9} | {:>8.0} ({:>6.0}-{:<6.0}) | {:>8.3} | {:>6.2} ({:>4.1}-{:<4.1}) | {:>8.1} | {:>8.0} | {:>8.3} | {:>11.1} | {:>9.3} | {:>9.2}/{:.2}/{:.2}/{:.2}",
-            self.proposers,
-            rate,
-            rate_min,
-            rate_max,
-            p50,
-            p99,
-            p99_min,
-            p99_max,
-            max,
-            batches,
-            fsync,
-            per_batch,
-            commit,
-            leader_cpu,
-            followers_cpu,
-            client_cpu,
-            other_cpu
-        );
+    /// The median and spread of `figure` over the runs.
+    fn spread(&self, figure: impl Fn(&Run) -> f64) -> Spread {
+        Spread::of(self.runs.iter().map(figure))
     }
 }
 
-fn targets(rows: &[Row]) {
-    let verdict = |pass: bool| if pass { "PASS" } else { "FAIL" };
+/// The rows' medians, with the spread of the rate and of p99.
+fn table(rows: &[Row]) -> Table {
+    let mut table = Table::new([
+        "proposers",
+        "proposals/s (min-max)",
+        "p50 ms",
+        "p99 ms (min-max)",
+        "max ms",
+        "fsyncs/s",
+        "fsync ms",
+        "props/fsync",
+        "commit ms",
+        "CPU leader/foll./cl./other",
+    ]);
+    let ms = |duration: Duration| duration.as_secs_f64() * 1e3;
+    for row in rows {
+        let rate = row.spread(|run| run.proposals_per_second);
+        let p99 = row.spread(|run| ms(run.p99));
+        let median = |figure: &dyn Fn(&Run) -> f64| row.spread(figure).median;
+        table.push([
+            row.proposers.to_string(),
+            format!("{:.0} ({:.0}-{:.0})", rate.median, rate.min, rate.max),
+            format!("{:.3}", median(&|run| ms(run.p50))),
+            format!("{:.2} ({:.1}-{:.1})", p99.median, p99.min, p99.max),
+            format!("{:.1}", median(&|run| ms(run.max))),
+            format!("{:.0}", median(&|run| run.batches_per_second)),
+            format!("{:.3}", median(&|run| ms(run.fsync_mean))),
+            format!("{:.1}", median(&|run| run.proposals_per_batch)),
+            format!("{:.3}", median(&|run| ms(run.commit_mean))),
+            format!(
+                "{:.2}/{:.2}/{:.2}/{:.2}",
+                median(&|run| run.cpu_cores.0),
+                median(&|run| run.cpu_cores.1),
+                median(&|run| run.cpu_cores.2),
+                median(&|run| run.cpu_cores.3)
+            ),
+        ]);
+    }
+    table
+}
+
+fn targets(rows: &[Row], mode: Mode) {
     println!("targets:");
     if let Some(row) = rows.iter().find(|row| row.proposers == 1) {
-        let (p50, _, _) = row.spread(|run| run.p50.as_secs_f64());
+        let p50 = row.spread(|run| run.p50.as_secs_f64()).median;
         let target = TARGET_ONE_PROPOSER_P50.as_secs_f64();
         println!(
             "  1 proposer p50 < {:.0} ms: {:.3} ms: {}{}",
             target * 1e3,
             p50 * 1e3,
-            verdict(p50 < target),
+            verdict(mode, p50 < target),
             missed_by(p50 / target, "over")
         );
     }
     let (count, rate_target) = TARGET_THROUGHPUT;
     if let Some(row) = rows.iter().find(|row| row.proposers == count) {
-        let (rate, _, _) = row.spread(|run| run.proposals_per_second);
+        let rate = row.spread(|run| run.proposals_per_second).median;
         println!(
             "  {count} proposers >= {rate_target:.0} proposals/s: {rate:.0}/s: {}{}",
-            verdict(rate >= rate_target),
+            verdict(mode, rate >= rate_target),
             missed_by(rate_target / rate, "short")
         );
-        let (p99, _, _) = row.spread(|run| run.p99.as_secs_f64());
+        let p99 = row.spread(|run| run.p99.as_secs_f64()).median;
         let target = TARGET_P99.as_secs_f64();
         println!(
             "  {count} proposers p99 < {:.0} ms: {:.2} ms: {}{}",
             target * 1e3,
             p99 * 1e3,
-            verdict(p99 < target),
+            verdict(mode, p99 < target),
             missed_by(p99 / target, "over")
         );
     }
@@ -629,14 +625,15 @@ fn analysis(rows: &[Row], raw_fsync: Duration) {
     let cores = std::thread::available_parallelism().map_or(1, |count| count.get());
     println!("where the time goes:");
     for row in rows {
-        let (rate, _, _) = row.spread(|run| run.proposals_per_second);
-        let (batches, _, _) = row.spread(|run| run.batches_per_second);
-        let (fsync, _, _) = row.spread(|run| run.fsync_mean.as_secs_f64());
-        let (p50, _, _) = row.spread(|run| run.p50.as_secs_f64());
-        let (commit, _, _) = row.spread(|run| run.commit_mean.as_secs_f64());
-        let (cpu, _, _) = row.spread(|run| run.cpu_cores.0 + run.cpu_cores.1 + run.cpu_cores.2);
-        let (others, _, _) = row.spread(|run| run.cpu_cores.3);
-        let (per_proposal, per_min, per_max) = row.spread(|run| {
+        let median = |figure: &dyn Fn(&Run) -> f64| row.spread(figure).median;
+        let rate = median(&|run| run.proposals_per_second);
+        let batches = median(&|run| run.batches_per_second);
+        let fsync = median(&|run| run.fsync_mean.as_secs_f64());
+        let p50 = median(&|run| run.p50.as_secs_f64());
+        let commit = median(&|run| run.commit_mean.as_secs_f64());
+        let cpu = median(&|run| run.cpu_cores.0 + run.cpu_cores.1 + run.cpu_cores.2);
+        let others = median(&|run| run.cpu_cores.3);
+        let per_proposal = row.spread(|run| {
             let (leader, followers, client, _) = run.cpu_cores;
             (leader + followers + client) / run.proposals_per_second * 1e6
         });
@@ -656,9 +653,9 @@ fn analysis(rows: &[Row], raw_fsync: Duration) {
             (p50 - commit).max(0.0) * 1e6,
             cpu,
             others,
-            per_proposal,
-            per_min,
-            per_max
+            per_proposal.median,
+            per_proposal.min,
+            per_proposal.max
         );
     }
 }
