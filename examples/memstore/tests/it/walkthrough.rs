@@ -107,7 +107,7 @@ fn readme_walkthrough() {
         format!("memstore: getting \"greeting\" from {a1}: no such key\n")
     );
 
-    // A second node cannot open a data directory in use; the first keeps running.
+    // A second node cannot open a data directory in use (exit 4); the first keeps running.
     let clash = memstore(&[
         "serve",
         "--id",
@@ -117,7 +117,7 @@ fn readme_walkthrough() {
         "--listen",
         "127.0.0.1:0",
     ]);
-    assert_eq!(clash.code, Some(1), "{clash:?}");
+    assert_eq!(clash.code, Some(4), "{clash:?}");
     assert!(
         clash.stderr.contains("memstore: starting node 1 in "),
         "{clash:?}"
