@@ -301,7 +301,17 @@ impl RaftClient {
                     }
                     error => {
                         finish(&slot, client, sequence).await;
-                        return Err(error);
+                        // A refusal is definite only if no attempt may have applied.
+                        // An internal error (a gRPC failure without concord's detail,
+                        // or a node's own) says nothing of whether it applied.
+                        return Err(if in_doubt || matches!(error, ApiError::Internal(_)) {
+                            ApiError::OutcomeUnknown(format!(
+                                "request {sequence} of client {client} failed ({error}) \
+                                 after an attempt whose outcome is unknown; it may have applied"
+                            ))
+                        } else {
+                            error
+                        });
                     }
                 }
             }
