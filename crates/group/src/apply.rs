@@ -10,7 +10,7 @@
 //! directly. Both run this same code.
 
 use std::collections::BTreeMap;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -311,9 +311,17 @@ impl<C: Callers> Applier<C> {
         self.stopped.as_deref()
     }
 
-    /// True when the policy asks for a snapshot now.
+    /// True when a snapshot may be written now: the group runs and the state
+    /// machine holds exactly the applied index. A durable state machine restarted
+    /// ahead of the group holds more until the applier has followed the log up to
+    /// its durable index; its state then would be labelled with an index it is past.
+    pub fn can_snapshot(&self) -> bool {
+        self.stopped.is_none() && self.applied >= self.state_machine_holds
+    }
+
+    /// True when the policy asks for a snapshot now (and one may be written).
     pub fn snapshot_due(&self) -> bool {
-        if self.stopped.is_some() || self.applied <= self.last_snapshot_index {
+        if !self.can_snapshot() || self.applied <= self.last_snapshot_index {
             return false;
         }
         let by_count = self.policy.interval_entries > 0
@@ -334,6 +342,13 @@ impl<C: Callers> Applier<C> {
     ) -> Result<TakenSnapshot, StateMachineError> {
         if let Some(reason) = &self.stopped {
             return Err(StateMachineError(format!("the group stopped: {reason}")));
+        }
+        if self.applied < self.state_machine_holds {
+            return Err(StateMachineError(format!(
+                "the state machine holds entries up to {} and the group has followed the \
+                 log only to {}: a snapshot now would label its state with the lower index",
+                self.state_machine_holds, self.applied
+            )));
         }
         let header = SnapshotHeader {
             spec: self.spec.clone(),
@@ -413,11 +428,23 @@ impl<C: Callers> Applier<C> {
         self.fail_waiting(&error, out);
     }
 
+    /// What the proposer of a committed entry hears when this node's state machine
+    /// stopped before or while applying it: the entry is in the log for good, and
+    /// the other replicas apply it, so whether it took effect is not known here.
+    fn stopped_before(&self, index: Index) -> ApiError {
+        ApiError::OutcomeUnknown(format!(
+            "entry {index} is committed, but group {}'s state machine stopped on this node \
+             ({}); other replicas apply it",
+            self.group,
+            self.stopped.as_deref().unwrap_or_default()
+        ))
+    }
+
     fn apply_entry(&mut self, entry: CommittedEntry<C>, out: &mut ApplyOutput<C>) {
         if self.stopped.is_some() {
             if let Some(proposer) = entry.proposer {
-                out.answers
-                    .push(Answer::Proposal(proposer, Err(self.stopped_error())));
+                let error = self.stopped_before(entry.index);
+                out.answers.push(Answer::Proposal(proposer, Err(error)));
             }
             return;
         }
@@ -484,8 +511,8 @@ impl<C: Callers> Applier<C> {
             Err(reason) => {
                 self.stop(reason, out);
                 if let Some(proposer) = entry.proposer {
-                    out.answers
-                        .push(Answer::Proposal(proposer, Err(self.stopped_error())));
+                    let error = self.stopped_before(index);
+                    out.answers.push(Answer::Proposal(proposer, Err(error)));
                 }
             }
         }
@@ -502,6 +529,9 @@ impl<C: Callers> Applier<C> {
             self.group,
             self.applied
         );
+        // The old state machine goes first: a durable one may hold files or locks its
+        // successor opens. If the new one cannot be made, the group stops.
+        drop(std::mem::replace(&mut self.state_machine, Box::new(Vacant)));
         let restored = (|| -> Result<(SnapshotHeader, Box<dyn StateMachine>), String> {
             let (header, state) = SnapshotHeader::decode(&snapshot.data)?;
             let mut state_machine = self
@@ -562,6 +592,36 @@ impl<C: Callers> Applier<C> {
     }
 }
 
+/// Stands in for a state machine while its successor is made from a snapshot; never
+/// used once the group stops, which is the only way it stays.
+struct Vacant;
+
+impl StateMachine for Vacant {
+    fn apply(&mut self, _: &mut ApplyContext<'_>, _: Bytes) -> Result<Bytes, StateMachineError> {
+        Err(StateMachineError(
+            "no state machine: restoring a snapshot failed".into(),
+        ))
+    }
+
+    fn query(&self, _: Bytes) -> Result<Bytes, StateMachineError> {
+        Err(StateMachineError(
+            "no state machine: restoring a snapshot failed".into(),
+        ))
+    }
+
+    fn snapshot(&self, _: &mut dyn Write) -> Result<(), StateMachineError> {
+        Err(StateMachineError(
+            "no state machine: restoring a snapshot failed".into(),
+        ))
+    }
+
+    fn restore(&mut self, _: &mut dyn Read) -> Result<(), StateMachineError> {
+        Err(StateMachineError(
+            "no state machine: restoring a snapshot failed".into(),
+        ))
+    }
+}
+
 struct CountingWriter<'a> {
     inner: &'a mut dyn Write,
     bytes: u64,
@@ -615,7 +675,12 @@ fn apply_to(
             match admission {
                 Some(Admission::Answered(response)) => Ok(Some(Ok(response))),
                 Some(Admission::Refused(refusal)) => Ok(Some(Err(refusal.to_api_error(&id)))),
-                Some(Admission::Apply) | None => {
+                // Without a table nothing could stop a retry applying twice.
+                None => Ok(Some(Err(ApiError::InvalidRequest(format!(
+                    "group {group} keeps no exactly-once table: a request with a client id \
+                     cannot be applied exactly once; propose it without one"
+                ))))),
+                Some(Admission::Apply) => {
                     let mut context = ApplyContext::new(index, term, Some(id), events);
                     match state_machine.apply(&mut context, command) {
                         Ok(response) => {

@@ -245,8 +245,9 @@ fn notices_reach_the_state_machine_and_reads_wait_for_their_index() {
     );
 }
 
-/// A failing state machine stops the group visibly: the proposer of the failed entry
-/// and every later caller hear `GroupStopped`, and nothing more applies.
+/// A failing state machine stops the group visibly: waiting reads hear
+/// `GroupStopped`; the proposers of the failed entry and of later committed ones hear
+/// the outcome is unknown (other replicas apply them); nothing more applies.
 #[test]
 fn an_apply_failure_stops_the_group() {
     let mut a = applier(never());
@@ -274,13 +275,16 @@ fn an_apply_failure_stops_the_group() {
         &mut out,
     );
     let stopped = "GroupStopped { group: 7, reason: \"applying entry 2: disk gone\" }";
+    let unknown = |index| {
+        format!(
+            "Proposal(Err(OutcomeUnknown(\"entry {index} is committed, but group 7's state \
+             machine stopped on this node (applying entry 2: disk gone); other replicas \
+             apply it\")))"
+        )
+    };
     assert_eq!(
         describe(&out),
-        vec![
-            format!("Read(Err({stopped}))"),
-            format!("Proposal(Err({stopped}))"),
-            format!("Proposal(Err({stopped}))"),
-        ]
+        vec![format!("Read(Err({stopped}))"), unknown(2), unknown(3)]
     );
     assert_eq!(a.stopped(), Some("applying entry 2: disk gone"));
     assert_eq!(a.applied(), 1);
@@ -408,7 +412,8 @@ impl StateMachine for DurableCounter {
 
 // A durable state machine restarted ahead of the group's snapshot (it holds up to
 // 4, the group restarts at 2) is not handed entries 3 and 4 again, though the
-// applier follows them (membership, index); entry 5 is applied.
+// applier follows them (membership, index); entry 5 is applied. No snapshot is
+// written until the applier has caught up with what the state machine holds.
 #[test]
 fn a_durable_state_machine_is_not_handed_what_it_holds() {
     let mut applier: Applier<Tags> = Applier::new(ApplierStart {
@@ -422,13 +427,32 @@ fn a_durable_state_machine_is_not_handed_what_it_holds() {
         applied_term: 2,
         conf_state: ConfState::with_voters([1]),
         addresses: Addresses::new(),
-        policy: never(),
+        policy: SnapshotPolicy {
+            interval_entries: 1,
+            interval_bytes: 0,
+        },
         factory: factory(),
     });
     let mut out = ApplyOutput::default();
     applier.handle(
+        ApplyItem::Entries(vec![entry(
+            3,
+            EntryPayload::Command(Bytes::from_static(b"aa")),
+            None,
+        )]),
+        &mut out,
+    );
+    // Its state is that of entry 4: no snapshot may call it the state at 3.
+    assert!(!applier.snapshot_due());
+    let refused = applier
+        .write_snapshot(&mut Vec::new(), &mut out)
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains("holds entries up to 4"),
+        "{refused}"
+    );
+    applier.handle(
         ApplyItem::Entries(vec![
-            entry(3, EntryPayload::Command(Bytes::from_static(b"aa")), None),
             entry(
                 4,
                 EntryPayload::Membership(ConfState::with_voters([1, 2])),
@@ -445,6 +469,11 @@ fn a_durable_state_machine_is_not_handed_what_it_holds() {
     assert_eq!(describe(&out), ["#9: 13 at 5", "event 5: total 13"]);
     assert_eq!(applier.applied(), 5);
     assert_eq!(applier.conf_state(), &ConfState::with_voters([1, 2]));
+    assert!(applier.snapshot_due());
+    let taken = applier
+        .write_snapshot(&mut Vec::new(), &mut ApplyOutput::default())
+        .unwrap();
+    assert_eq!(taken.index, 5);
 }
 
 // Replaying the log into a durable state machine applies commands, requests and
@@ -504,4 +533,137 @@ fn replaying_the_log_applies_what_the_applier_would() {
     )
     .unwrap_err();
     assert!(error.contains("entry 11"), "{error}");
+}
+
+// A group whose state machine keeps no exactly-once table refuses registrations and
+// requests that carry a client id (nothing could stop a retry applying twice), and
+// applies plain commands.
+#[test]
+fn without_a_table_requests_with_a_client_id_are_refused() {
+    let plain: Arc<dyn StateMachineFactory> = Arc::new(|_group| Counter::default());
+    let mut a: Applier<Tags> = Applier::new(ApplierStart {
+        group: 7,
+        spec: GroupSpec::new("counter"),
+        state_machine: plain.create(7, &GroupSpec::new("counter")).unwrap(),
+        applied: 1,
+        applied_term: 1,
+        conf_state: ConfState::with_voters([1]),
+        addresses: Addresses::new(),
+        policy: never(),
+        factory: plain,
+    });
+    let request = EntryPayload::Request {
+        id: RequestId {
+            client: 2,
+            sequence: 1,
+            first_unanswered: 1,
+        },
+        command: Bytes::from_static(b"abc"),
+    };
+    let mut out = ApplyOutput::default();
+    a.handle(
+        ApplyItem::Entries(vec![
+            entry(2, EntryPayload::Register, Some(1)),
+            entry(3, request, Some(2)),
+            entry(4, EntryPayload::Command(Bytes::from_static(b"x")), Some(3)),
+        ]),
+        &mut out,
+    );
+    let lines = describe(&out);
+    assert!(
+        lines[0].contains("keeps no exactly-once table"),
+        "{lines:?}"
+    );
+    assert!(
+        lines[1].contains("cannot be applied exactly once"),
+        "{lines:?}"
+    );
+    assert_eq!(lines[2..], ["#3: 1 at 4", "event 4: total 1"]);
+    assert_eq!(a.applied(), 4);
+}
+
+/// A counter whose life is journaled: made, dropped.
+struct Journaled {
+    counter: Counter,
+    journal: Arc<std::sync::Mutex<Vec<&'static str>>>,
+}
+
+impl Drop for Journaled {
+    fn drop(&mut self) {
+        if let Ok(mut journal) = self.journal.lock() {
+            journal.push("dropped");
+        }
+    }
+}
+
+impl StateMachine for Journaled {
+    fn apply(
+        &mut self,
+        context: &mut ApplyContext<'_>,
+        command: Bytes,
+    ) -> Result<Bytes, StateMachineError> {
+        self.counter.apply(context, command)
+    }
+
+    fn query(&self, query: Bytes) -> Result<Bytes, StateMachineError> {
+        self.counter.query(query)
+    }
+
+    fn snapshot(&self, sink: &mut dyn Write) -> Result<(), StateMachineError> {
+        self.counter.snapshot(sink)
+    }
+
+    fn restore(&mut self, source: &mut dyn Read) -> Result<(), StateMachineError> {
+        self.counter.restore(source)
+    }
+}
+
+// A snapshot install drops the old state machine before the factory makes the new
+// one (a durable one may hold files or locks its successor opens).
+#[test]
+fn a_snapshot_install_drops_the_old_state_machine_first() {
+    let journal = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let made = journal.clone();
+    let factory: Arc<dyn StateMachineFactory> = Arc::new(move |_group| {
+        made.lock().unwrap().push("made");
+        Journaled {
+            counter: Counter::default(),
+            journal: made.clone(),
+        }
+    });
+    let mut a: Applier<Tags> = Applier::new(ApplierStart {
+        group: 7,
+        spec: GroupSpec::new("counter"),
+        state_machine: factory.create(7, &GroupSpec::new("counter")).unwrap(),
+        applied: 1,
+        applied_term: 1,
+        conf_state: ConfState::with_voters([1]),
+        addresses: Addresses::new(),
+        policy: never(),
+        factory,
+    });
+    // A snapshot of a count of 3, as the journaled counter writes it.
+    let mut data = Vec::new();
+    let header = SnapshotHeader {
+        spec: GroupSpec::new("counter"),
+        addresses: Addresses::new(),
+        has_state: true,
+    }
+    .encode();
+    data.extend_from_slice(&header);
+    data.extend_from_slice(b"3");
+    let snapshot = Snapshot {
+        metadata: SnapshotMetadata {
+            index: 5,
+            term: 2,
+            conf_state: ConfState::with_voters([1]),
+        },
+        data: Bytes::from(data),
+    };
+    let mut out = ApplyOutput::default();
+    a.handle(ApplyItem::Restore(snapshot), &mut out);
+    assert_eq!(describe(&out), vec!["restored at 5"]);
+    assert_eq!(a.state_machine().query(Bytes::new()).unwrap(), "3");
+    let seen = journal.lock().unwrap().clone();
+    assert_eq!(seen, ["made", "dropped", "made"]);
 }

@@ -338,6 +338,14 @@ impl<S: Storage, C: Callers> GroupDriver<S, C> {
         &self.raw
     }
 
+    /// On a leader whose state machine stopped on this node: starts handing
+    /// leadership to the best placed other voter (see [`RawNode::hand_off_leadership`]).
+    /// Call it again on later ticks: a transfer that does not finish within an
+    /// election timeout is abandoned, and the node may be elected again.
+    pub fn hand_off_leadership(&mut self) {
+        self.raw.hand_off_leadership();
+    }
+
     /// The raft node's storage, to write a [`DurableWrite`] to it when it is memory.
     pub fn storage_mut(&mut self) -> &mut S {
         self.raw.storage_mut()
@@ -620,6 +628,10 @@ impl<S: Storage, C: Callers> GroupDriver<S, C> {
         let mut ready = self.raw.ready();
         if let Some(soft_state) = ready.soft_state {
             self.observe_soft_state(soft_state.role, soft_state.leader, out);
+        } else if self.raw.role() == Role::Leader && self.led_term != Some(self.raw.term()) {
+            // Deposed and elected again since the last Ready: role and leader look
+            // unchanged, the term does not.
+            self.observe_soft_state(Role::Leader, self.raw.leader(), out);
         }
         debug_assert!(
             ready
@@ -795,15 +807,16 @@ impl<S: Storage, C: Callers> GroupDriver<S, C> {
             self.stats.leader_changes += 1;
         }
         let term = self.raw.term();
-        if role == Role::Leader && self.role != Role::Leader {
-            self.unannounced_term = Some(term);
-            self.led_term = Some(term);
-        }
-        if role != Role::Leader && self.role == Role::Leader {
-            self.unannounced_term = None;
-            if let Some(led) = self.led_term.take() {
+        if let Some(led) = self.led_term {
+            if role != Role::Leader || led != term {
+                self.unannounced_term = None;
+                self.led_term = None;
                 self.step_down = Some(LeaderNotice::SteppedDown { term: led });
             }
+        }
+        if role == Role::Leader && self.led_term.is_none() {
+            self.unannounced_term = Some(term);
+            self.led_term = Some(term);
         }
         self.role = role;
         self.leader = leader;
@@ -906,6 +919,10 @@ impl<S: Storage, C: Callers> GroupDriver<S, C> {
             Some((split, notice)) => {
                 let rest = committed.split_off(split);
                 out.apply.push(ApplyItem::Entries(committed));
+                // A term it led before ends before the new one is announced.
+                if let Some(step_down) = self.step_down.take() {
+                    out.apply.push(ApplyItem::Notice(step_down));
+                }
                 out.apply.push(ApplyItem::Notice(notice));
                 if !rest.is_empty() {
                     out.apply.push(ApplyItem::Entries(rest));

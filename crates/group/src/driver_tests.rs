@@ -581,3 +581,41 @@ fn a_late_answer_to_a_read_of_a_previous_life_is_not_taken() {
     let (_, _, out) = turn(&mut after);
     assert_eq!(describe_output(&out), vec!["reads at 1 (term 2) for [8]"]);
 }
+
+/// A leader that loses its term and wins a later one between two Readys (the role
+/// and leader it reports look unchanged) hears `SteppedDown` for the term it led,
+/// then `Elected` for the new one once that term's no-op applies.
+#[test]
+fn a_leader_elected_again_between_readys_hears_both_notices() {
+    let mut d = driver(1, &[1]);
+    let mut out = Output::default();
+    d.admin(AdminOp::Campaign, 7, &mut out);
+    let _ = turn(&mut d);
+    let (_, _, out) = turn(&mut d);
+    assert_eq!(
+        describe_output(&out),
+        vec!["apply 2@2 noop", "notice Elected { term: 2 }"]
+    );
+    // A message of term 5 deposes it; it campaigns and wins term 6 at once.
+    d.step(Message::new(MessageKind::Heartbeat, 2, 1, 5))
+        .unwrap();
+    d.raw.campaign();
+    assert_eq!((d.raw().role(), d.raw().term()), (Role::Leader, 6));
+    let mut notices = Vec::new();
+    for _ in 0..3 {
+        let (_, _, out) = turn(&mut d);
+        notices.extend(
+            describe_output(&out)
+                .into_iter()
+                .filter(|line| line.starts_with("notice") || line.contains("noop")),
+        );
+    }
+    assert_eq!(
+        notices,
+        vec![
+            "notice SteppedDown { term: 2 }",
+            "apply 3@6 noop",
+            "notice Elected { term: 6 }"
+        ]
+    );
+}

@@ -320,8 +320,9 @@ impl LogEntry for () {
     }
 }
 
-/// A state machine with typed commands, queries and responses, kept in memory. Wrap
-/// it in [`Typed`] to run it in a group.
+/// A state machine with typed commands, queries and responses, kept in memory (no
+/// durable index; the runtime gives it an exactly-once table). Wrap it in [`Typed`]
+/// to run it in a group.
 pub trait TypedStateMachine: Send + 'static {
     /// What a proposal carries.
     type Command: LogEntry;
@@ -345,6 +346,12 @@ pub trait TypedStateMachine: Send + 'static {
     fn undecodable_command(&mut self, index: Index, error: DecodeError) -> Option<Self::Response> {
         let _ = (index, error);
         None
+    }
+    /// This replica's leadership changed (see [`StateMachine::on_leader_change`]);
+    /// returns commands to propose. The default proposes none.
+    fn on_leader_change(&mut self, notice: LeaderNotice) -> Vec<Self::Command> {
+        let _ = notice;
+        Vec::new()
     }
 }
 
@@ -381,6 +388,11 @@ impl<M: TypedStateMachine> StateMachine for Typed<M> {
     fn restore(&mut self, source: &mut dyn Read) -> Result<(), StateMachineError> {
         self.0.restore(source)
     }
+
+    fn on_leader_change(&mut self, notice: LeaderNotice) -> Vec<Bytes> {
+        let commands = self.0.on_leader_change(notice);
+        commands.iter().map(LogEntry::encode).collect()
+    }
 }
 
 /// Marker tying a typed handle to its state machine type.
@@ -401,5 +413,54 @@ impl<M> Default for TypeTag<M> {
 impl<M> std::fmt::Debug for TypeTag<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("TypeTag")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Proposes `elected <term>` when told it leads.
+    struct Greeter;
+
+    impl TypedStateMachine for Greeter {
+        type Command = Bytes;
+        type Response = Bytes;
+        type Query = Bytes;
+        type QueryResponse = Bytes;
+
+        fn apply(&mut self, _: &mut ApplyContext<'_>, command: Bytes) -> Bytes {
+            command
+        }
+        fn query(&self, query: Bytes) -> Bytes {
+            query
+        }
+        fn snapshot(&self, _: &mut dyn Write) -> io::Result<()> {
+            Ok(())
+        }
+        fn restore(&mut self, _: &mut dyn Read) -> Result<(), StateMachineError> {
+            Ok(())
+        }
+        fn on_leader_change(&mut self, notice: LeaderNotice) -> Vec<Bytes> {
+            match notice {
+                LeaderNotice::Elected { term } => vec![Bytes::from(format!("elected {term}"))],
+                LeaderNotice::SteppedDown { .. } => Vec::new(),
+            }
+        }
+    }
+
+    /// `Typed` hands leadership notices to the typed state machine and encodes what it
+    /// asks to propose.
+    #[test]
+    fn typed_forwards_leadership_notices() {
+        let mut typed = Typed(Greeter);
+        assert_eq!(
+            StateMachine::on_leader_change(&mut typed, LeaderNotice::Elected { term: 3 }),
+            vec![Bytes::from_static(b"elected 3")]
+        );
+        assert!(
+            StateMachine::on_leader_change(&mut typed, LeaderNotice::SteppedDown { term: 3 })
+                .is_empty()
+        );
     }
 }

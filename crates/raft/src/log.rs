@@ -556,10 +556,10 @@ impl<S: Storage> RaftLog<S> {
                 first.index == self.unstable_offset
                     && last.index
                         == self.unstable_offset + self.unstable_entries.len() as Index - 1,
-                "unstable entries {}..={} do not start at unstable_offset: {}",
-                pointers(),
+                "unstable entries {}..={} are not contiguous from unstable_offset: {}",
                 first.index,
-                last.index
+                last.index,
+                pointers()
             );
         }
     }

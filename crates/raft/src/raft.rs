@@ -869,20 +869,35 @@ impl<S: Storage> Raft<S> {
     /// A leader that is no longer a voter transfers leadership to the voter with the
     /// longest matched log, or steps down if there is none.
     fn hand_off_leadership(&mut self) {
+        match self.successor() {
+            Some(target) => self.handle_transfer_leader(target),
+            None => self.become_follower(self.term, NO_NODE),
+        }
+    }
+
+    /// A leader that should not lead (its state machine stopped on this node) starts
+    /// handing leadership to the voter with the longest matched log. Nothing happens
+    /// when it is not the leader, a transfer is under way, or no other voter exists.
+    pub fn hand_off_leadership_if_possible(&mut self) {
+        if self.role != Role::Leader || self.lead_transferee != NO_NODE {
+            return;
+        }
+        if let Some(target) = self.successor() {
+            self.handle_transfer_leader(target);
+        }
+    }
+
+    /// The other voter with the longest matched log (the lowest id among equals).
+    fn successor(&self) -> Option<NodeId> {
         let id = self.id;
-        let target = self
-            .tracker
+        self.tracker
             .progress
             .iter()
             .filter(|(&node, progress)| {
                 node != id && !progress.is_learner && self.tracker.is_voter(node)
             })
             .max_by_key(|(&node, progress)| (progress.matched, std::cmp::Reverse(node)))
-            .map(|(&node, _)| node);
-        match target {
-            Some(target) => self.handle_transfer_leader(target),
-            None => self.become_follower(self.term, NO_NODE),
-        }
+            .map(|(&node, _)| node)
     }
 
     fn handle_transfer_leader(&mut self, target: NodeId) {

@@ -201,6 +201,14 @@ impl<S: Storage> RawNode<S> {
         self.check_invariants();
     }
 
+    /// On a leader: starts handing leadership to the other voter with the longest
+    /// matched log, unless a transfer is under way or there is no other voter. For a
+    /// leader that should not lead, e.g. one whose state machine stopped.
+    pub fn hand_off_leadership(&mut self) {
+        self.raft.hand_off_leadership_if_possible();
+        self.check_invariants();
+    }
+
     /// Tells the leader that `node` could not be reached: pipelining to it stops until
     /// it answers again.
     pub fn report_unreachable(&mut self, node: NodeId) {

@@ -126,6 +126,10 @@ impl RaftLoop {
             };
             let mut out = DriverOutput::default();
             group.driver.tick(&mut out);
+            if group.stopped.is_some() {
+                // Its state machine cannot answer writes: let a working voter lead.
+                group.driver.hand_off_leadership();
+            }
             group.touch(&mut self.dirty);
             if !out.answers.is_empty() {
                 self.handle_output(id, out);
@@ -193,6 +197,9 @@ impl RaftLoop {
             let result = store
                 .create_snapshot(id, index, snapshot.conf_state, snapshot.data)
                 .map_err(|error| error.to_string());
+            // The log goes before the report: once the last report is in, a stopping
+            // node holds the data directory no longer.
+            drop(store);
             let _ = stored.send((id, index, durable_index, result));
         });
         tracing::debug!(

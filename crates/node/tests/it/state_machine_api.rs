@@ -40,7 +40,7 @@ struct Seen {
 }
 
 /// A state machine that records what it applies as `index:term:command` lines,
-/// emits `emit:` commands' payloads as events, fails on `fail`, and proposes
+/// emits `emit:` commands' payloads as events, fails on `fail:<its node>`, and proposes
 /// `elected:<term>` when told it leads.
 struct Probe {
     node: NodeId,
@@ -55,8 +55,10 @@ impl StateMachine for Probe {
         command: Bytes,
     ) -> Result<Bytes, StateMachineError> {
         let command = String::from_utf8(command.to_vec()).expect("utf-8 command");
-        if command == "fail" {
-            return Err(StateMachineError("the probe fails on purpose".into()));
+        if let Some(on) = command.strip_prefix("fail:") {
+            if on == self.node.to_string() {
+                return Err(StateMachineError("the probe fails on purpose".into()));
+            }
         }
         if let Some(event) = command.strip_prefix("emit:") {
             context.emit(Bytes::from(event.to_string()));
@@ -392,10 +394,12 @@ async fn the_group_spec_reaches_the_factory_at_creation_and_restart() {
     .await;
 }
 
-/// A state machine that fails in `apply` stops its group on that node: status says
-/// why, the stopped metric is 1, and proposals and reads there are refused with
-/// `GroupStopped`. A follower whose state machine refuses the leader's snapshot
-/// stops the same way.
+/// A state machine that fails in `apply` stops its group on that node: its proposer
+/// hears the outcome is unknown (the entry is committed; other replicas apply it),
+/// status says why, the stopped metric is 1, proposals and reads there are refused
+/// with `GroupStopped`, and the node hands leadership to a voter that works, so
+/// writes go on. A follower whose state machine refuses the leader's snapshot stops
+/// the same way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_state_machine_stops_its_group_visibly() {
     bounded(async {
@@ -403,8 +407,55 @@ async fn a_failing_state_machine_stops_its_group_visibly() {
         let mut cluster = probe_cluster(&seen);
         compact_eagerly(&mut cluster);
         cluster.start_group(&[1, 2, 3], &[GROUP]).await;
+
+        // The leader's state machine fails applying a command: the group stops there.
         let leader = cluster.leader(GROUP, BOUND).await;
-        let refusing = [1, 2, 3].into_iter().find(|&id| id != leader).unwrap();
+        let leader_node = cluster.node(leader).clone();
+        let failed = leader_node
+            .propose(GROUP, Bytes::from(format!("fail:{leader}")))
+            .await;
+        assert!(
+            matches!(failed, Err(ApiError::OutcomeUnknown(_))),
+            "{failed:?}"
+        );
+        let status = leader_node.status(GROUP).await.unwrap();
+        assert!(
+            matches!(&status.health, GroupHealth::Stopped { reason } if reason.contains("fails on purpose")),
+            "{:?}",
+            status.health
+        );
+        let stopped = NodeMetrics::read(&leader_node.metrics().group(GROUP).stopped);
+        assert_eq!(stopped, 1);
+        // Once the node's loop hears of the stop, proposals there are refused; one
+        // it accepted before is committed and its outcome unknown here.
+        let deadline = Instant::now() + BOUND;
+        loop {
+            match leader_node.propose(GROUP, Bytes::from_static(b"y")).await {
+                Err(ApiError::GroupStopped { .. }) => break,
+                Err(ApiError::OutcomeUnknown(_)) | Err(ApiError::NotLeader { .. })
+                    if Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(5)).await
+                }
+                other => panic!("a proposal to a stopped group: {other:?}"),
+            }
+        }
+        // Another voter leads now, and the failed command applied there.
+        let index = propose(&cluster, "after-the-stop").await;
+        let new_leader = cluster.leader(GROUP, BOUND).await;
+        assert_ne!(new_leader, leader);
+        let lines = lines_on(&cluster, new_leader).await;
+        assert!(
+            lines.iter().any(|line| line.ends_with(&format!(":fail:{leader}"))),
+            "{lines:?}"
+        );
+        assert!(lines.last().unwrap().starts_with(&format!("{index}:")));
+
+        // A follower refuses the leader's snapshot: it stops too.
+        let refusing = [1, 2, 3]
+            .into_iter()
+            .find(|&id| id != leader && id != new_leader)
+            .unwrap();
         leave_behind_a_snapshot(&mut cluster, refusing).await;
         seen.lock().unwrap().refuse_restore.insert(refusing, true);
         let node = cluster.start(refusing).await;
@@ -421,28 +472,6 @@ async fn a_failing_state_machine_stops_its_group_visibly() {
         match node.read(GROUP, Bytes::new()).await {
             Err(ApiError::GroupStopped { group, .. }) => assert_eq!(group, GROUP),
             other => panic!("a read on a stopped group: {other:?}"),
-        }
-
-        // The leader's state machine fails applying a command: the group stops there.
-        let leader_node = cluster.node(leader).clone();
-        let failed = leader_node
-            .propose(GROUP, Bytes::from_static(b"fail"))
-            .await;
-        assert!(
-            matches!(failed, Err(ApiError::GroupStopped { .. })),
-            "{failed:?}"
-        );
-        let status = leader_node.status(GROUP).await.unwrap();
-        assert!(
-            matches!(&status.health, GroupHealth::Stopped { reason } if reason.contains("fails on purpose")),
-            "{:?}",
-            status.health
-        );
-        let stopped = NodeMetrics::read(&leader_node.metrics().group(GROUP).stopped);
-        assert_eq!(stopped, 1);
-        match leader_node.propose(GROUP, Bytes::from_static(b"y")).await {
-            Err(ApiError::GroupStopped { .. }) => {}
-            other => panic!("a proposal to a stopped group: {other:?}"),
         }
         cluster.shutdown().await;
     })
@@ -624,12 +653,13 @@ async fn a_durable_state_machine_ahead_of_the_snapshot_is_not_applied_again() {
     bounded(durable_state_machine_restart(1)).await;
 }
 
-/// Persisting every 7 commands while snapshots come every 8 entries: the state
-/// machine restarts behind the snapshot, and the log from its own index (kept,
-/// though the snapshot is newer) is replayed into it.
+/// Persisting every 23 commands (once in the forty) while snapshots come every 8
+/// entries: the state machine restarts well behind the latest stored snapshot (the
+/// last one or two may still be in flight when the node stops), and the log from its
+/// own index (kept, though the snapshot is newer) is replayed into it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_durable_state_machine_behind_the_snapshot_replays_the_log_from_its_index() {
-    bounded(durable_state_machine_restart(7)).await;
+    bounded(durable_state_machine_restart(23)).await;
 }
 
 /// Never persisting: nothing of the log may be compacted, and the whole of it is

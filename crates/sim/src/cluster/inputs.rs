@@ -205,10 +205,9 @@ impl Cluster {
             return false;
         };
         let due = up.in_flight.is_none()
-            && up
-                .groups
-                .get(&group)
-                .is_some_and(|running| running.applier.applied() > running.snapshot_index);
+            && up.groups.get(&group).is_some_and(|running| {
+                running.applier.can_snapshot() && running.applier.applied() > running.snapshot_index
+            });
         if !due {
             self.put_up(id, up);
             return false;
