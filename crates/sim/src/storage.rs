@@ -22,7 +22,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use concord_raft::{ConfState, HardState, MemStorage, Storage, StorageError};
-use concord_storage::{GroupId, GroupStore, Log, LogConfig, SimFs, SIM_DATA_DIR};
+use concord_storage::{GroupId, GroupStore, Log, LogConfig, SimFs};
 
 /// The durable log's configuration in the simulator: segments small enough that runs
 /// start new ones and delete old ones after compaction, and an entry cache small
@@ -361,6 +361,9 @@ impl NodeDisk {
         }
     }
 }
+
+/// Where a simulated node keeps its log on its disk.
+const SIM_DATA_DIR: &str = "/concord";
 
 fn open_log(fs: &SimFs) -> Result<Log, StorageFailure> {
     Ok(Log::open_with(

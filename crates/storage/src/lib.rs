@@ -11,7 +11,6 @@ mod log;
 mod record;
 mod replay;
 mod segment;
-mod sim;
 mod sim_fs;
 mod snapshot;
 mod storage;
@@ -27,7 +26,6 @@ pub use inspect::{
 };
 pub use log::{Durable, Log, LogStats, ENTRY_DATA_BYTES_MAX};
 pub use replay::{LogCut, RecoveryReport, TornTail};
-pub use sim::{SimGroupStorage, SIM_DATA_DIR};
 pub use sim_fs::{SimFs, SimFsStats};
 pub use snapshot::SnapshotReader;
 pub use storage::GroupStorage;
