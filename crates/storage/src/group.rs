@@ -14,7 +14,7 @@
 
 use std::collections::VecDeque;
 
-use concord_raft::{ConfState, Entry, HardState, Index, Term};
+use concord_raft::{ConfState, Entry, HardState, Index, Term, ENTRY_OVERHEAD_BYTES};
 
 use crate::error::{Error, Result};
 use crate::record::SnapshotRecord;
@@ -288,8 +288,12 @@ impl GroupState {
             disk: Vec::new(),
             cached: Vec::new(),
         };
+        // Every entry counts at least its overhead against `max_bytes`, so no read
+        // takes more than this many: plan no further (a restart applying a long log
+        // one small batch at a time would otherwise plan the whole log each time).
+        let entries_max = (max_bytes / ENTRY_OVERHEAD_BYTES).saturating_add(1);
         let cache_first = self.cache_first_index();
-        let disk_high = high.min(cache_first);
+        let disk_high = high.min(cache_first).min(low.saturating_add(entries_max));
         if low < disk_high {
             // The last span starting at or before `low`.
             let mut position = self
@@ -310,7 +314,8 @@ impl GroupState {
                 position += 1;
             }
         }
-        if high > cache_first {
+        // The cache follows the disk part only if that part reached it.
+        if high > cache_first && disk_high >= cache_first.min(high) {
             let mut total_bytes = 0u64;
             let skip = low.saturating_sub(cache_first) as usize;
             let take = (high - low.max(cache_first)) as usize;
@@ -391,6 +396,47 @@ mod tests {
         let plan = group.plan_read(4, 6, 0).unwrap();
         assert!(plan.disk.is_empty());
         assert_eq!(plan.cached.len(), 1, "max_bytes 0 still returns one entry");
+    }
+
+    // A read plans no more of the disk than `max_bytes` could take (each entry counts
+    // at least its overhead), and adds cached entries only when the disk part
+    // reached them, so what it returns stays contiguous.
+    #[test]
+    fn reads_plan_no_more_than_the_byte_limit_can_take() {
+        let mut group = GroupState::default();
+        for index in 1..=1_000 {
+            group.append(
+                &entries(index, &[1]),
+                span(index, index * 10),
+                index,
+                0,
+                index,
+            );
+        }
+        group.append(
+            &entries(1_001, &[1, 1]),
+            span(1_001, 20_000),
+            1_001,
+            u64::MAX,
+            1_000,
+        );
+        assert_eq!(group.cache.len(), 2, "the last batch is not durable yet");
+        let plan = group.plan_read(1, 1_003, 0).unwrap();
+        assert_eq!(plan.disk, vec![(span(1, 10), 1, 2)]);
+        assert!(plan.cached.is_empty());
+        let limit = 10 * ENTRY_OVERHEAD_BYTES;
+        let plan = group.plan_read(5, 1_003, limit).unwrap();
+        assert_eq!(plan.disk.len(), 11);
+        assert_eq!(plan.disk.last().unwrap().2, 16);
+        assert!(
+            plan.cached.is_empty(),
+            "the disk part stopped short of the cache"
+        );
+        let plan = group.plan_read(995, 1_003, limit).unwrap();
+        assert_eq!(plan.disk.len(), 6);
+        assert!(!plan.cached.is_empty(), "the disk part reached the cache");
+        let plan = group.plan_read(1, 1_003, u64::MAX).unwrap();
+        assert_eq!((plan.disk.len(), plan.cached.len()), (1_000, 2));
     }
 
     // Truncating drops later spans, terms and cached entries; compacting drops spans

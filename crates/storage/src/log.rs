@@ -649,12 +649,18 @@ impl Log {
                 .get(&group)
                 .unwrap_or(&blank)
                 .plan_read(low, high, max_bytes)?;
-            let mut files = Vec::with_capacity(plan.disk.len());
+            // One (path, file) per segment the plan touches, in the plan's order.
+            let mut files = Vec::new();
             for (span, _, _) in &plan.disk {
+                if files.iter().any(|(id, _, _)| *id == span.segment) {
+                    continue;
+                }
                 let segment = state.segments.get(&span.segment);
                 let file = segment.and_then(|segment| segment.file.clone());
                 match (segment, file) {
-                    (Some(segment), Some(file)) => files.push((segment.path.clone(), file)),
+                    (Some(segment), Some(file)) => {
+                        files.push((span.segment, segment.path.clone(), file))
+                    }
                     _ => {
                         return Err(Error::Poisoned(format!(
                             "entries of group {group} point at segment {} which is not on disk",
@@ -675,8 +681,12 @@ impl Log {
             out.push(entry);
             true
         };
-        for ((span, from, to), (path, file)) in plan.disk.into_iter().zip(files) {
-            for entry in read_entries_record(&*file, &path, &span, group)? {
+        for (span, from, to) in plan.disk {
+            let (_, path, file) = files
+                .iter()
+                .find(|(id, _, _)| *id == span.segment)
+                .expect("a file per planned segment");
+            for entry in read_entries_record(&**file, path, &span, group)? {
                 if entry.index < from || entry.index >= to {
                     continue;
                 }
