@@ -138,12 +138,13 @@ pub(crate) async fn run(start: ApplyStart, mut work: mpsc::UnboundedReceiver<App
                 let _ = reply.send(take_snapshot(&mut applier, &mut out));
             }
         }
-        node_metrics.apply_latency.observe(started.elapsed());
+        let now = Instant::now();
+        node_metrics.apply_latency.observe(now - started);
         for answer in out.answers {
             if let Answer::Proposal(proposer, Ok(_)) = &answer {
                 node_metrics
                     .commit_latency
-                    .observe(proposer.proposed_at.elapsed());
+                    .observe(now.saturating_duration_since(proposer.proposed_at));
             }
             deliver(answer);
         }

@@ -28,6 +28,23 @@ struct Identity {
 /// existed). The caller holds the directory's lock. Errors say what differs and
 /// what to do.
 pub(crate) fn check_identity(dir: &Path, cluster_id: &str, node_id: u64) -> Result<(), String> {
+    if verify_identity(dir, cluster_id, node_id)? {
+        return Ok(());
+    }
+    let ours = Identity {
+        format: DATA_DIR_FORMAT,
+        cluster_id: cluster_id.to_string(),
+        node_id,
+    };
+    write_identity(dir, &ours)
+        .map_err(|error| format!("writing {}: {error}", dir.join(IDENTITY_FILE).display()))
+}
+
+/// Reads `dir`'s identity without writing anything (before the log is opened, so a
+/// directory of another cluster is not even recovered): `Ok(true)` if it is ours,
+/// `Ok(false)` if the directory (or the file) does not exist yet, an error saying
+/// what differs otherwise.
+pub(crate) fn verify_identity(dir: &Path, cluster_id: &str, node_id: u64) -> Result<bool, String> {
     let path = dir.join(IDENTITY_FILE);
     let ours = Identity {
         format: DATA_DIR_FORMAT,
@@ -36,10 +53,7 @@ pub(crate) fn check_identity(dir: &Path, cluster_id: &str, node_id: u64) -> Resu
     };
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            return write_identity(dir, &ours)
-                .map_err(|error| format!("writing {}: {error}", path.display()));
-        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(false),
         Err(error) => return Err(format!("reading {}: {error}", path.display())),
     };
     let theirs: Identity = toml::from_str(&text)
@@ -65,7 +79,7 @@ pub(crate) fn check_identity(dir: &Path, cluster_id: &str, node_id: u64) -> Resu
             theirs.node_id, ours.node_id
         ));
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Writes the identity file atomically: a temporary file, synced, renamed over, and

@@ -232,6 +232,13 @@ impl NodeBuilder {
             None => {
                 let path = config.data_dir.clone();
                 let log_config = config.log_config();
+                // Refused before the log is opened: recovery never touches a directory
+                // of another cluster or node.
+                crate::data_dir::verify_identity(&config.data_dir, &config.cluster_id, node_id)
+                    .map_err(|message| NodeError::DataDir {
+                        path: config.data_dir.display().to_string(),
+                        message,
+                    })?;
                 let log = tokio::task::spawn_blocking(move || Log::open(&path, log_config))
                     .await
                     .map_err(|error| NodeError::Thread(error.to_string()))?

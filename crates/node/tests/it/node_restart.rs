@@ -59,8 +59,9 @@ async fn restart_from_the_data_directory_restores_state() {
     .await;
 }
 
-/// A second node cannot open a data directory in use: it fails to start with an
-/// error naming the directory, and the first node is unaffected.
+/// A second copy of a node cannot open its data directory while the first runs: it
+/// fails to start with an error naming the directory, and the first node is
+/// unaffected.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_data_directory_in_use_is_refused() {
     bounded(async {
@@ -68,7 +69,7 @@ async fn a_data_directory_in_use_is_refused() {
         let first = Node::start(test_config(1, dir.path()), kv_factory())
             .await
             .expect("first node");
-        let second = Node::start(test_config(2, dir.path()), kv_factory()).await;
+        let second = Node::start(test_config(1, dir.path()), kv_factory()).await;
         match second {
             Err(NodeError::DataDirInUse { path }) => {
                 assert!(path.contains(dir.path().to_str().unwrap()))
@@ -131,7 +132,8 @@ async fn a_member_restarted_at_a_new_address_is_found_again() {
 
 /// A data directory remembers its cluster and node: a node configured for another
 /// cluster, or with another node id, refuses to start on it and says what differs,
-/// and the directory is untouched for its own node.
+/// before it opens the log: the directory is byte for byte as it was, and works for
+/// its own node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_data_directory_of_another_cluster_or_node_is_refused() {
     bounded(async {
@@ -152,11 +154,34 @@ async fn a_data_directory_of_another_cluster_or_node_is_refused() {
         .await;
         node.shutdown().await;
 
+        // Every file under the directory, by path, with its bytes.
+        let contents = || {
+            let mut files = std::collections::BTreeMap::new();
+            let mut pending = vec![dir.path().to_path_buf()];
+            while let Some(next) = pending.pop() {
+                for entry in std::fs::read_dir(&next).unwrap() {
+                    let path = entry.unwrap().path();
+                    if path.is_dir() {
+                        pending.push(path);
+                    } else {
+                        let bytes = std::fs::read(&path).unwrap();
+                        files.insert(path, bytes);
+                    }
+                }
+            }
+            files
+        };
+        let before = contents();
         for (config, differs) in [
             (config(1, "beta"), ["\"alpha\"", "\"beta\""]),
             (config(2, "alpha"), ["node 1", "node 2"]),
         ] {
-            match Node::start(config, kv_factory()).await {
+            let refused = Node::start(config, kv_factory()).await;
+            assert!(
+                contents() == before,
+                "a refused start changed the directory"
+            );
+            match refused {
                 Err(error @ NodeError::DataDir { .. }) => {
                     let message = error.to_string();
                     assert!(

@@ -22,7 +22,9 @@
 //! `CONCORD_BENCH_QUICK=1`, it is a smoke check: few, short runs, targets not judged.
 //!
 //! Environment: `CONCORD_BENCH_REPEATS`, `CONCORD_BENCH_PROPOSERS=1,256` (rows),
-//! `CONCORD_BENCH_SECONDS` (length of a timed run, default 3).
+//! `CONCORD_BENCH_SECONDS` (length of a timed run, default 3),
+//! `CONCORD_BENCH_EXACTLY_ONCE=0` (plain proposals without a client id, to see what
+//! exactly-once costs; default 1).
 //!
 //! Exit codes: 0 on a completed run (whether or not the targets are met), 2 on a bad
 //! argument or environment variable, 1 on a failed proposal or measurement.
@@ -100,6 +102,11 @@ const BENCH: Bench = Bench {
             value: "S",
             help: "length of a timed run, 0.001 to 600 (default 3, quick 0.3)",
         },
+        Variable {
+            name: "EXACTLY_ONCE",
+            value: "0|1",
+            help: "proposals with a client id and request number (default 1) or plain (0)",
+        },
     ],
 };
 
@@ -116,6 +123,9 @@ struct Options {
     repeats: usize,
     proposers: Vec<usize>,
     run: Duration,
+    /// Proposals carry a client id and request number (the default, as `RaftClient`
+    /// does); off, they are plain commands, as before exactly-once existed.
+    exactly_once: bool,
 }
 
 impl Options {
@@ -136,6 +146,7 @@ impl Options {
                 None if quick => QUICK_PROPOSER_COUNTS.to_vec(),
                 None => PROPOSER_COUNTS.to_vec(),
             },
+            exactly_once: environment.flag("EXACTLY_ONCE")?.unwrap_or(true),
             run: environment
                 .seconds("SECONDS", RUN_ALLOWED)?
                 .unwrap_or(if quick {
@@ -285,7 +296,12 @@ fn bench(options: &Options) -> Result<(), String> {
         .map_err(|error| format!("a scratch directory: {error}"))?;
     println!(
         "memstore throughput: 3 `memstore serve` processes on loopback, durable log (fsync on), \
-         this process proposing {VALUE_BYTES} B values over gRPC to the leader"
+         this process proposing {VALUE_BYTES} B values over gRPC to the leader, {}",
+        if options.exactly_once {
+            "exactly once (client id and request number; CONCORD_BENCH_EXACTLY_ONCE=0 for plain)"
+        } else {
+            "as plain commands (CONCORD_BENCH_EXACTLY_ONCE=0)"
+        }
     );
     println!(
         "  {} CPUs; data in {}; {} timed run(s) of {:.1} s per row after {} ms warm-up{}",
@@ -355,7 +371,7 @@ fn bench(options: &Options) -> Result<(), String> {
 
     let mut rows = Vec::new();
     for (position, &proposers) in options.proposers.iter().enumerate() {
-        let client = runtime.block_on(connect(&leader_address))?;
+        let client = runtime.block_on(connect(&leader_address, options.exactly_once))?;
         runtime.block_on(propose_for(&client, proposers, WARMUP))?;
         let mut runs = Vec::new();
         for _ in 0..options.repeats {
@@ -451,9 +467,10 @@ async fn status_round_trips(address: &str, count: usize) -> Result<Histogram<u64
 }
 
 /// The client every proposer shares.
-async fn connect(leader: &str) -> Result<RaftClient, String> {
+async fn connect(leader: &str, exactly_once: bool) -> Result<RaftClient, String> {
     let config = ClientConfig {
         request_timeout_ms: 30_000,
+        exactly_once,
         ..ClientConfig::default()
     };
     RaftClient::connect_with(leader.to_string(), config)
