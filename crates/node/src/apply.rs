@@ -30,17 +30,18 @@ impl Callers for NodeCallers {
     type Admin = AdminReply;
 }
 
-/// A proposer waiting for its outcome, and when it proposed.
+/// A proposer waiting for its outcome, and when the raft loop took its proposal
+/// (set by the loop, from the turn's clock).
 pub(crate) struct ProposeReply {
     pub reply: oneshot::Sender<Result<ProposeResponse, ApiError>>,
-    pub proposed_at: Instant,
+    pub proposed_at: Option<Instant>,
 }
 
 impl ProposeReply {
     pub(crate) fn new(reply: oneshot::Sender<Result<ProposeResponse, ApiError>>) -> Self {
         ProposeReply {
             reply,
-            proposed_at: Instant::now(),
+            proposed_at: None,
         }
     }
 }
@@ -142,9 +143,11 @@ pub(crate) async fn run(start: ApplyStart, mut work: mpsc::UnboundedReceiver<App
         node_metrics.apply_latency.observe(now - started);
         for answer in out.answers {
             if let Answer::Proposal(proposer, Ok(_)) = &answer {
-                node_metrics
-                    .commit_latency
-                    .observe(now.saturating_duration_since(proposer.proposed_at));
+                if let Some(proposed_at) = proposer.proposed_at {
+                    node_metrics
+                        .commit_latency
+                        .observe(now.saturating_duration_since(proposed_at));
+                }
             }
             deliver(answer);
         }

@@ -20,6 +20,8 @@ impl RaftLoop {
                     let _ = reply.reply.send(Err(stopped_error(state)));
                 }
                 Some(state) => {
+                    let mut reply = reply;
+                    reply.proposed_at = Some(self.turn_started);
                     state.driver.propose(data, reply);
                     state.touch(&mut self.dirty);
                 }

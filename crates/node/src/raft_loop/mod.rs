@@ -26,7 +26,7 @@ mod ready;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use concord_group::{Addresses, AdminOp, GroupDriver, GroupEvent, GroupSpec, StateMachine};
@@ -224,6 +224,9 @@ pub(crate) struct RaftLoop {
     /// Snapshots being written by blocking tasks; shutdown waits for them (they hold
     /// the log).
     storing_snapshots: usize,
+    /// When the current turn began: the proposal time of the requests it takes (one
+    /// clock read per turn, not per proposal).
+    turn_started: Instant,
     shutting_down: bool,
     /// False once every sender of the inbox is gone.
     inbox_open: bool,
@@ -266,6 +269,7 @@ impl RaftLoop {
             dirty: Vec::new(),
             seed: start.seed,
             storing_snapshots: 0,
+            turn_started: Instant::now(),
             shutting_down: false,
             inbox_open: true,
             fatal: None,
@@ -303,6 +307,7 @@ impl RaftLoop {
                 _ = ticker.tick() => Event::Tick,
             };
             self.metrics.turns.fetch_add(1, Ordering::Relaxed);
+            self.turn_started = Instant::now();
             match event {
                 Event::Request(Some(request)) => self.handle_request(request),
                 Event::Request(None) => self.shutting_down = true,
