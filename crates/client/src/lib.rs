@@ -282,8 +282,16 @@ impl RaftClient {
                         // Nothing of this request applied: start over with a new session.
                         break;
                     }
-                    error if error.outcome_unknown() || error.is_retryable() => {
-                        in_doubt |= error.outcome_unknown();
+                    // An internal error (a gRPC failure without concord's detail, or
+                    // a node's own) says nothing of whether the request applied:
+                    // retrying under the same id is safe and usually settles it.
+                    error
+                        if error.outcome_unknown()
+                            || error.is_retryable()
+                            || matches!(error, ApiError::Internal(_)) =>
+                    {
+                        in_doubt |=
+                            error.outcome_unknown() || matches!(error, ApiError::Internal(_));
                         if Instant::now() + self.retry_pause() >= deadline {
                             finish(&slot, client, sequence).await;
                             return Err(if in_doubt {
@@ -302,9 +310,7 @@ impl RaftClient {
                     error => {
                         finish(&slot, client, sequence).await;
                         // A refusal is definite only if no attempt may have applied.
-                        // An internal error (a gRPC failure without concord's detail,
-                        // or a node's own) says nothing of whether it applied.
-                        return Err(if in_doubt || matches!(error, ApiError::Internal(_)) {
+                        return Err(if in_doubt {
                             ApiError::OutcomeUnknown(format!(
                                 "request {sequence} of client {client} failed ({error}) \
                                  after an attempt whose outcome is unknown; it may have applied"

@@ -18,6 +18,8 @@ enum Step {
     Refuse(ApiError),
     /// Fails the whole call with a gRPC status (as a broken transport does).
     Fail(Status),
+    /// Answers that it applied at index 7.
+    Apply,
 }
 
 /// Answers `RegisterClient` with client 5 and each proposal (alone or in a batch)
@@ -38,12 +40,21 @@ impl Scripted {
 
 type Reply<T> = Result<Response<T>, Status>;
 
+fn applied() -> proto::ProposeResponse {
+    proto::ProposeResponse {
+        response: Bytes::from_static(b"done"),
+        index: 7,
+        term: 2,
+    }
+}
+
 #[tonic::async_trait]
 impl raft_server::Raft for Scripted {
     async fn propose(&self, _: Request<proto::ProposeRequest>) -> Reply<proto::ProposeResponse> {
         Err(match self.next() {
             Step::Refuse(error) => error_to_status(&error),
             Step::Fail(status) => status,
+            Step::Apply => return Ok(Response::new(applied())),
         })
     }
     async fn register_client(
@@ -67,6 +78,9 @@ impl raft_server::Raft for Scripted {
                     ))),
                 }),
                 Step::Fail(status) => return Err(status),
+                Step::Apply => results.push(proto::ProposeResult {
+                    outcome: Some(proto::propose_result::Outcome::Applied(applied())),
+                }),
             }
         }
         Ok(Response::new(proto::ProposeBatchResponse { results }))
@@ -169,13 +183,39 @@ async fn a_refusal_of_the_only_attempt_is_definite() {
 }
 
 /// A gRPC failure that carries no concord error (here: `internal` made by the
-/// transport) says nothing of whether the write applied.
+/// transport) says nothing of whether the write applied: the request is retried
+/// under its id, and a refusal after it is not definite.
 #[tokio::test]
 async fn a_grpc_failure_without_concord_detail_is_in_doubt() {
-    let (client, _) = client_of(vec![Step::Fail(Status::internal("h2 protocol error"))]).await;
+    let (client, attempts) = client_of(vec![
+        Step::Fail(Status::internal("h2 protocol error")),
+        Step::Apply,
+    ])
+    .await;
+    let result = client.propose(1, Bytes::from_static(b"x")).await.unwrap();
+    assert_eq!((result.index, &result.response[..]), (7, &b"done"[..]));
+    assert_eq!(*attempts.lock().unwrap(), 2);
+
+    let (client, _) = client_of(vec![
+        Step::Fail(Status::internal("h2 protocol error")),
+        Step::Refuse(ApiError::InvalidRequest("refused".into())),
+    ])
+    .await;
     let result = client.propose(1, Bytes::from_static(b"x")).await;
     assert!(
         matches!(&result, Err(ApiError::OutcomeUnknown(_))),
+        "{result:?}"
+    );
+}
+
+/// A call the server does not implement, or refuses to this client, ran nothing: a
+/// definite error, not an unknown outcome.
+#[tokio::test]
+async fn a_call_refused_before_it_ran_is_definite() {
+    let (client, _) = client_of(vec![Step::Fail(Status::unimplemented("no such call"))]).await;
+    let result = client.propose(1, Bytes::from_static(b"x")).await;
+    assert!(
+        matches!(&result, Err(ApiError::InvalidRequest(reason)) if reason.contains("Unimplemented")),
         "{result:?}"
     );
 }

@@ -338,12 +338,11 @@ impl<S: Storage, C: Callers> GroupDriver<S, C> {
         &self.raw
     }
 
-    /// On a leader whose state machine stopped on this node: starts handing
-    /// leadership to the best placed other voter (see [`RawNode::hand_off_leadership`]).
-    /// Call it again on later ticks: a transfer that does not finish within an
-    /// election timeout is abandoned, and the node may be elected again.
-    pub fn hand_off_leadership(&mut self) {
-        self.raw.hand_off_leadership();
+    /// The group's state machine stopped on this node: the node never seeks
+    /// leadership again and a leader steps down, so a voter whose state machine works
+    /// is elected (see [`RawNode::stand_down`]). It still votes and stores entries.
+    pub fn stand_down(&mut self) {
+        self.raw.stand_down();
     }
 
     /// The raft node's storage, to write a [`DurableWrite`] to it when it is memory.

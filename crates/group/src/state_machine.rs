@@ -130,8 +130,9 @@ pub trait StateMachine: Send + 'static {
     }
 
     /// The exactly-once table this state machine keeps (in its snapshot), if it
-    /// keeps one. Without it, requests carrying a [`RequestId`] are applied every
-    /// time they reach the log and registrations are refused.
+    /// keeps one. Without it, registrations and requests carrying a [`RequestId`] are
+    /// refused (`InvalidRequest`) by every replica alike, never applied: nothing could
+    /// stop a retry applying twice.
     fn client_table(&mut self) -> Option<&mut ClientTable> {
         None
     }

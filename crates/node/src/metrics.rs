@@ -132,8 +132,8 @@ pub struct NodeMetrics {
     pub batches_persisted: AtomicU64,
     /// Time from submitting a write batch to its being durable.
     pub fsync_latency: Histogram,
-    /// Time from a proposal entering the raft loop to its entry being committed and
-    /// handed to the apply task.
+    /// Time from the raft loop turn that took a proposal to its answer from the apply
+    /// task (commit and apply). Time queued before the loop took it is not counted.
     pub commit_latency: Histogram,
     /// Time a batch of committed entries took to apply.
     pub apply_latency: Histogram,
@@ -226,7 +226,7 @@ impl NodeMetrics {
         self.commit_latency.render(
             &mut out,
             "concord_raft_commit_seconds",
-            "Time from proposal to commit.",
+            "Time from the raft loop taking a proposal to its applied answer (queueing before the loop not counted).",
             &node,
         );
         self.apply_latency.render(

@@ -129,6 +129,11 @@ pub fn error_from_status(status: &Status) -> ApiError {
         Code::Unavailable | Code::Unknown => ApiError::Unavailable(message),
         Code::InvalidArgument | Code::OutOfRange => ApiError::InvalidRequest(message),
         Code::ResourceExhausted => ApiError::Busy(message),
+        // Refused before anything ran: the server has no such call, or will not
+        // take it from this client.
+        code @ (Code::Unimplemented | Code::Unauthenticated | Code::PermissionDenied) => {
+            ApiError::InvalidRequest(format!("{code:?}: {message}"))
+        }
         code => ApiError::Internal(format!("{code:?}: {message}")),
     }
 }
@@ -380,6 +385,10 @@ mod tests {
         );
         assert!(matches!(
             error_from_status(&Status::unimplemented("no such method")),
+            ApiError::InvalidRequest(_)
+        ));
+        assert!(matches!(
+            error_from_status(&Status::internal("h2 protocol error")),
             ApiError::Internal(_)
         ));
     }

@@ -118,6 +118,9 @@ pub struct Raft<S: Storage> {
     /// echoed back), for the lease.
     heartbeat_ack_ticks: BTreeMap<NodeId, u64>,
     lead_transferee: NodeId,
+    /// Set by [`Raft::stand_down`]: this node never seeks leadership again (it still
+    /// votes and stores entries).
+    stood_down: bool,
     /// The index of the latest membership change entry; no new change is accepted until
     /// it is applied.
     pending_conf_index: Index,
@@ -160,6 +163,7 @@ impl<S: Storage> Raft<S> {
             now_ticks: 0,
             heartbeat_ack_ticks: BTreeMap::new(),
             lead_transferee: NO_NODE,
+            stood_down: false,
             pending_conf_index: 0,
             uncommitted_bytes: 0,
             read_only: ReadOnly::default(),
@@ -211,9 +215,22 @@ impl<S: Storage> Raft<S> {
         self.config.has_bug(bug)
     }
 
-    /// True when this node may campaign: it is a voter in the current configuration.
+    /// True when this node may campaign: it is a voter in the current configuration
+    /// and has not stood down.
     pub fn promotable(&self) -> bool {
-        self.tracker.is_voter(self.id)
+        !self.stood_down && self.tracker.is_voter(self.id)
+    }
+
+    /// This node stops seeking leadership for good (its state machine stopped, so it
+    /// cannot answer as a leader must): it never campaigns again, on its election
+    /// timeout or on a leader's `TimeoutNow`, and a leader steps down at once, so a
+    /// working voter times out and is elected. It still votes and stores and
+    /// acknowledges entries, so the group keeps its quorum.
+    pub fn stand_down(&mut self) {
+        self.stood_down = true;
+        if self.role != Role::Follower {
+            self.become_follower(self.term, NO_NODE);
+        }
     }
 
     /// The leader transfer target, or NO_NODE.
@@ -869,35 +886,20 @@ impl<S: Storage> Raft<S> {
     /// A leader that is no longer a voter transfers leadership to the voter with the
     /// longest matched log, or steps down if there is none.
     fn hand_off_leadership(&mut self) {
-        match self.successor() {
-            Some(target) => self.handle_transfer_leader(target),
-            None => self.become_follower(self.term, NO_NODE),
-        }
-    }
-
-    /// A leader that should not lead (its state machine stopped on this node) starts
-    /// handing leadership to the voter with the longest matched log. Nothing happens
-    /// when it is not the leader, a transfer is under way, or no other voter exists.
-    pub fn hand_off_leadership_if_possible(&mut self) {
-        if self.role != Role::Leader || self.lead_transferee != NO_NODE {
-            return;
-        }
-        if let Some(target) = self.successor() {
-            self.handle_transfer_leader(target);
-        }
-    }
-
-    /// The other voter with the longest matched log (the lowest id among equals).
-    fn successor(&self) -> Option<NodeId> {
         let id = self.id;
-        self.tracker
+        let target = self
+            .tracker
             .progress
             .iter()
             .filter(|(&node, progress)| {
                 node != id && !progress.is_learner && self.tracker.is_voter(node)
             })
             .max_by_key(|(&node, progress)| (progress.matched, std::cmp::Reverse(node)))
-            .map(|(&node, _)| node)
+            .map(|(&node, _)| node);
+        match target {
+            Some(target) => self.handle_transfer_leader(target),
+            None => self.become_follower(self.term, NO_NODE),
+        }
     }
 
     fn handle_transfer_leader(&mut self, target: NodeId) {

@@ -334,6 +334,53 @@ fn candidate_with_majority_becomes_leader_and_appends_no_op() {
     }
 }
 
+/// A node that stood down (its state machine stopped) steps down at once if it leads,
+/// never campaigns again, on its timeout or on a leader's `TimeoutNow`, and still
+/// grants its vote and acknowledges entries.
+#[test]
+fn a_node_that_stood_down_never_seeks_leadership_but_still_votes() {
+    let mut n = node(1, &[1, 2, 3]);
+    n.campaign();
+    handle_ready(&mut n);
+    n.step(Message::new(MessageKind::RequestVoteResponse, 2, 1, 2))
+        .unwrap();
+    assert_eq!(n.role(), Role::Leader);
+    handle_ready(&mut n);
+    n.stand_down();
+    assert_eq!(
+        (n.role(), n.term(), n.leader()),
+        (Role::Follower, 2, NO_NODE)
+    );
+    for _ in 0..4 * ELECTION {
+        n.tick();
+    }
+    n.step(Message::new(MessageKind::TimeoutNow, 2, 1, 2))
+        .unwrap();
+    assert_eq!((n.role(), n.term()), (Role::Follower, 2));
+    handle_ready(&mut n);
+    // Node 3 campaigns in term 3 with a log as long: node 1 votes for it.
+    let mut request = Message::new(MessageKind::RequestVote, 3, 1, 3);
+    request.index = 2;
+    request.log_term = 2;
+    n.step(request).unwrap();
+    let ready = handle_ready(&mut n);
+    let granted: Vec<_> = ready
+        .persisted_messages
+        .iter()
+        .filter(|m| m.kind == MessageKind::RequestVoteResponse && !m.reject)
+        .map(|m| (m.to, m.term))
+        .collect();
+    assert_eq!(granted, vec![(3, 3)]);
+    // And it stores what the new leader sends.
+    let mut append = Message::new(MessageKind::Append, 3, 1, 3);
+    append.index = 2;
+    append.log_term = 2;
+    append.entries = vec![entry(3, 3, b"")];
+    n.step(append).unwrap();
+    let ready = handle_ready(&mut n);
+    assert_eq!(ready.entries, vec![entry(3, 3, b"")]);
+}
+
 /// Raft paper §5.2: a candidate rejected by a majority returns to follower.
 #[test]
 fn candidate_rejected_by_majority_becomes_follower() {

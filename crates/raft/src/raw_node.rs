@@ -201,11 +201,9 @@ impl<S: Storage> RawNode<S> {
         self.check_invariants();
     }
 
-    /// On a leader: starts handing leadership to the other voter with the longest
-    /// matched log, unless a transfer is under way or there is no other voter. For a
-    /// leader that should not lead, e.g. one whose state machine stopped.
-    pub fn hand_off_leadership(&mut self) {
-        self.raft.hand_off_leadership_if_possible();
+    /// This node stops seeking leadership for good: see [`Raft::stand_down`].
+    pub fn stand_down(&mut self) {
+        self.raft.stand_down();
         self.check_invariants();
     }
 

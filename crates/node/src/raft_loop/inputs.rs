@@ -128,10 +128,6 @@ impl RaftLoop {
             };
             let mut out = DriverOutput::default();
             group.driver.tick(&mut out);
-            if group.stopped.is_some() {
-                // Its state machine cannot answer writes: let a working voter lead.
-                group.driver.hand_off_leadership();
-            }
             group.touch(&mut self.dirty);
             if !out.answers.is_empty() {
                 self.handle_output(id, out);
@@ -165,6 +161,9 @@ impl RaftLoop {
             ApplyEvent::Stopped { group, reason } => {
                 if let Some(state) = self.groups.get_mut(&group) {
                     state.stopped = Some(reason);
+                    // Its state machine cannot answer: a working voter must lead.
+                    state.driver.stand_down();
+                    state.touch(&mut self.dirty);
                 }
             }
         }

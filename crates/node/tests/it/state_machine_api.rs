@@ -397,9 +397,9 @@ async fn the_group_spec_reaches_the_factory_at_creation_and_restart() {
 /// A state machine that fails in `apply` stops its group on that node: its proposer
 /// hears the outcome is unknown (the entry is committed; other replicas apply it),
 /// status says why, the stopped metric is 1, proposals and reads there are refused
-/// with `GroupStopped`, and the node hands leadership to a voter that works, so
-/// writes go on. A follower whose state machine refuses the leader's snapshot stops
-/// the same way.
+/// with `GroupStopped`, and the node steps down and never seeks leadership again, so
+/// a voter that works is elected and writes go on. A follower whose state machine
+/// refuses the leader's snapshot stops the same way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_state_machine_stops_its_group_visibly() {
     bounded(async {
@@ -472,6 +472,50 @@ async fn a_failing_state_machine_stops_its_group_visibly() {
         match node.read(GROUP, Bytes::new()).await {
             Err(ApiError::GroupStopped { group, .. }) => assert_eq!(group, GROUP),
             other => panic!("a read on a stopped group: {other:?}"),
+        }
+        cluster.shutdown().await;
+    })
+    .await;
+}
+
+/// Two of three voters' state machines stop, each while it leads: each steps down
+/// and never campaigns again, so the one that works is elected with their votes and
+/// writes go on there (leadership never bounces between the stopped two).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_one_working_voter_leads_when_two_have_stopped() {
+    bounded(async {
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let mut cluster = probe_cluster(&seen);
+        cluster.start_group(&[1, 2, 3], &[GROUP]).await;
+        let mut stopped = Vec::new();
+        for _ in 0..2 {
+            let leader = cluster.leader(GROUP, BOUND).await;
+            assert!(!stopped.contains(&leader), "stopped node {leader} leads");
+            let failed = cluster
+                .node(leader)
+                .propose(GROUP, Bytes::from(format!("fail:{leader}")))
+                .await;
+            assert!(
+                matches!(failed, Err(ApiError::OutcomeUnknown(_))),
+                "{failed:?}"
+            );
+            stopped.push(leader);
+            // Writes go on under another leader.
+            propose(&cluster, &format!("after-stopping-{leader}")).await;
+        }
+        let working = [1, 2, 3]
+            .into_iter()
+            .find(|id| !stopped.contains(id))
+            .unwrap();
+        assert_eq!(cluster.leader(GROUP, BOUND).await, working);
+        let lines = lines_on(&cluster, working).await;
+        for id in &stopped {
+            assert!(
+                lines
+                    .iter()
+                    .any(|line| line.ends_with(&format!(":fail:{id}"))),
+                "{lines:?}"
+            );
         }
         cluster.shutdown().await;
     })
