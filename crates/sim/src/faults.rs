@@ -270,12 +270,13 @@ impl FaultScheduler {
     }
 
     /// Shuts down, for good, each group on every node outside the group's latest
-    /// membership once every voter of that membership has applied it, as a careful
+    /// membership once a majority of each of its voter sets has applied it, as an
     /// operator would (Raft thesis §4.2.2: removed servers are shut down once the
     /// change is in force). A removed node that never learnt of its removal could
     /// otherwise disrupt elections forever without pre-vote or check-quorum (thesis
-    /// §4.2.3). A group retired on a node that a later change adds back is started
-    /// again.
+    /// §4.2.3) — and waiting for every voter to apply the change can wait forever when
+    /// that disruption keeps a lagging voter from catching up. A group retired on a
+    /// node that a later change adds back is started again.
     pub fn retire_removed(&mut self, cluster: &mut Cluster) {
         for id in cluster.node_ids() {
             cluster.restart(id);
@@ -286,12 +287,18 @@ impl FaultScheduler {
             for &id in &members {
                 cluster.unretire(id, group);
             }
-            let applied_everywhere = conf.voters.iter().chain(&conf.voters_outgoing).all(|&id| {
-                cluster
-                    .applied_index_in(group, id)
-                    .is_some_and(|applied| applied >= index)
-            });
-            if !applied_everywhere {
+            let majority_applied = |voters: &[NodeId]| {
+                let applied = voters
+                    .iter()
+                    .filter(|&&id| {
+                        cluster
+                            .applied_index_in(group, id)
+                            .is_some_and(|applied| applied >= index)
+                    })
+                    .count();
+                voters.is_empty() || applied > voters.len() / 2
+            };
+            if !majority_applied(&conf.voters) || !majority_applied(&conf.voters_outgoing) {
                 continue;
             }
             for id in cluster.node_ids() {

@@ -24,6 +24,7 @@
 //! and reported as a [`CheckerKind::Panic`] failure of the run.
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Once;
 
@@ -342,8 +343,9 @@ fn run_phases(params: &Params, trace: Trace, state: &mut RunState) {
 struct LivenessProbe {
     group: GroupId,
     proposal: Option<(NodeId, u64, concord_raft::LogPosition)>,
-    /// The most catch-up progress seen, and when.
-    best_progress: CatchUp,
+    /// Each voter's best progress towards the write at this index, and when any
+    /// voter last made some.
+    catch_up: (u64, CatchUp),
     progress_at: u64,
     done: bool,
 }
@@ -391,7 +393,7 @@ fn run_to_end(
         .map(|group| LivenessProbe {
             group,
             proposal: None,
-            best_progress: CatchUp::default(),
+            catch_up: (0, CatchUp::default()),
             progress_at: start,
             done: false,
         })
@@ -431,9 +433,13 @@ fn run_to_end(
                 }
             }
             if let Some((_, _, position)) = probe.proposal {
-                let progress = CatchUp::measure(cluster, group, position.index);
-                if progress > probe.best_progress {
-                    probe.best_progress = progress;
+                if probe.catch_up.0 != position.index {
+                    // A new write (a leader accepted it): progress is measured towards
+                    // it from here.
+                    probe.catch_up = (position.index, CatchUp::default());
+                    probe.catch_up.1.advanced(cluster, group, position.index);
+                    probe.progress_at = cluster.ticks();
+                } else if probe.catch_up.1.advanced(cluster, group, position.index) {
                     probe.progress_at = cluster.ticks();
                 }
             }
@@ -502,35 +508,59 @@ fn run_to_end(
     cluster.check_all_logs()
 }
 
-/// How far the voters of the latest membership have come towards applying the
-/// liveness write: it grows whenever one of them receives, stores or applies anything
-/// up to it, or finishes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+/// How far each voter of the latest membership has come towards applying the
+/// liveness write, kept per voter so that progress is judged voter by voter: a voter
+/// leaving the membership, or a snapshot stream starting over, does not hide the
+/// progress the others make.
+#[derive(Clone, Debug, Default)]
 struct CatchUp {
-    /// Voters that applied it.
-    voters_done: usize,
-    /// Over the others: entries stored and applied up to it, and snapshot bytes
-    /// received.
-    steps: u64,
+    /// Per voter: its best (entries stored and applied up to the write, bytes of the
+    /// snapshot being received at that level); `None` once it applied the write.
+    best: BTreeMap<NodeId, Option<(u64, u64)>>,
 }
 
 impl CatchUp {
-    fn measure(cluster: &Cluster, group: GroupId, index: u64) -> CatchUp {
+    /// Looks at every voter of `group`'s latest membership and answers whether any
+    /// made progress towards applying `index` since the last look: it applied it, or
+    /// stored or applied more up to it, or received more of a snapshot at the same
+    /// level.
+    fn advanced(&mut self, cluster: &Cluster, group: GroupId, index: u64) -> bool {
         let (_, conf) = cluster.latest_conf_state_in(group);
-        let mut progress = CatchUp::default();
+        let mut advanced = false;
         for &id in conf.voters.iter().chain(&conf.voters_outgoing) {
             let Some(view) = cluster.view_in(group, id) else {
                 continue;
             };
-            if view.up && view.applied >= index {
-                progress.voters_done += 1;
+            if !view.up {
+                continue;
+            }
+            let now = if view.applied >= index {
+                None
             } else {
-                progress.steps += view.applied.min(index)
-                    + view.last_index.min(index)
-                    + view.snapshot_received_bytes.unwrap_or(0);
+                let level = view.applied.min(index) + view.last_index.min(index);
+                Some((level, view.snapshot_received_bytes.unwrap_or(0)))
+            };
+            match self.best.get(&id).copied() {
+                // First look at this voter: where it stands is the baseline.
+                None => {
+                    self.best.insert(id, now);
+                }
+                Some(best) => {
+                    let better = match (best, now) {
+                        (None, _) => false,
+                        (Some(_), None) => true,
+                        (Some((level, bytes)), Some((now_level, now_bytes))) => {
+                            now_level > level || (now_level == level && now_bytes > bytes)
+                        }
+                    };
+                    if better {
+                        self.best.insert(id, now);
+                        advanced = true;
+                    }
+                }
             }
         }
-        progress
+        advanced
     }
 }
 
