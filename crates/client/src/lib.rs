@@ -282,16 +282,10 @@ impl RaftClient {
                         // Nothing of this request applied: start over with a new session.
                         break;
                     }
-                    // An internal error (a gRPC failure without concord's detail, or
-                    // a node's own) says nothing of whether the request applied:
-                    // retrying under the same id is safe and usually settles it.
-                    error
-                        if error.outcome_unknown()
-                            || error.is_retryable()
-                            || matches!(error, ApiError::Internal(_)) =>
-                    {
-                        in_doubt |=
-                            error.outcome_unknown() || matches!(error, ApiError::Internal(_));
+                    // In doubt (an internal error included): retrying under the same
+                    // id is safe and usually settles it from the table.
+                    error if error.outcome_unknown() || error.is_retryable() => {
+                        in_doubt |= error.outcome_unknown();
                         if Instant::now() + self.retry_pause() >= deadline {
                             finish(&slot, client, sequence).await;
                             return Err(if in_doubt {

@@ -377,14 +377,23 @@ fn snapshots_round_trip_and_bad_ones_stop_the_group() {
     let _ = ApiError::Timeout;
 }
 
-/// A counter that reports a durable index: what a state machine keeping its own
-/// state on disk would hold after a restart.
-struct DurableCounter {
+/// A counter that may report a durable index (what a state machine keeping its own
+/// state on disk would hold after a restart) and may journal its drop.
+struct ProbeCounter {
     counter: Counter,
-    durable: Index,
+    durable: Option<Index>,
+    journal: Option<Arc<std::sync::Mutex<Vec<&'static str>>>>,
 }
 
-impl StateMachine for DurableCounter {
+impl Drop for ProbeCounter {
+    fn drop(&mut self) {
+        if let Some(Ok(mut journal)) = self.journal.as_ref().map(|journal| journal.lock()) {
+            journal.push("dropped");
+        }
+    }
+}
+
+impl StateMachine for ProbeCounter {
     fn apply(
         &mut self,
         context: &mut ApplyContext<'_>,
@@ -406,7 +415,7 @@ impl StateMachine for DurableCounter {
     }
 
     fn durable_index(&self) -> Option<Index> {
-        Some(self.durable)
+        self.durable
     }
 }
 
@@ -419,9 +428,10 @@ fn a_durable_state_machine_is_not_handed_what_it_holds() {
     let mut applier: Applier<Tags> = Applier::new(ApplierStart {
         group: 7,
         spec: GroupSpec::new("counter"),
-        state_machine: Box::new(DurableCounter {
+        state_machine: Box::new(ProbeCounter {
             counter: Counter { total: 10 },
-            durable: 4,
+            durable: Some(4),
+            journal: None,
         }),
         applied: 2,
         applied_term: 2,
@@ -582,42 +592,6 @@ fn without_a_table_requests_with_a_client_id_are_refused() {
     assert_eq!(a.applied(), 4);
 }
 
-/// A counter whose life is journaled: made, dropped.
-struct Journaled {
-    counter: Counter,
-    journal: Arc<std::sync::Mutex<Vec<&'static str>>>,
-}
-
-impl Drop for Journaled {
-    fn drop(&mut self) {
-        if let Ok(mut journal) = self.journal.lock() {
-            journal.push("dropped");
-        }
-    }
-}
-
-impl StateMachine for Journaled {
-    fn apply(
-        &mut self,
-        context: &mut ApplyContext<'_>,
-        command: Bytes,
-    ) -> Result<Bytes, StateMachineError> {
-        self.counter.apply(context, command)
-    }
-
-    fn query(&self, query: Bytes) -> Result<Bytes, StateMachineError> {
-        self.counter.query(query)
-    }
-
-    fn snapshot(&self, sink: &mut dyn Write) -> Result<(), StateMachineError> {
-        self.counter.snapshot(sink)
-    }
-
-    fn restore(&mut self, source: &mut dyn Read) -> Result<(), StateMachineError> {
-        self.counter.restore(source)
-    }
-}
-
 // A snapshot install drops the old state machine before the factory makes the new
 // one (a durable one may hold files or locks its successor opens).
 #[test]
@@ -626,9 +600,10 @@ fn a_snapshot_install_drops_the_old_state_machine_first() {
     let made = journal.clone();
     let factory: Arc<dyn StateMachineFactory> = Arc::new(move |_group| {
         made.lock().unwrap().push("made");
-        Journaled {
+        ProbeCounter {
             counter: Counter::default(),
-            journal: made.clone(),
+            durable: None,
+            journal: Some(made.clone()),
         }
     });
     let mut a: Applier<Tags> = Applier::new(ApplierStart {

@@ -69,7 +69,8 @@ pub enum ApiError {
         /// What failed.
         reason: String,
     },
-    /// A failure the caller cannot fix.
+    /// A failure the caller cannot fix; a write that failed so may have applied
+    /// ([`ApiError::outcome_unknown`]).
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -113,10 +114,15 @@ impl ApiError {
     }
 
     /// True when a write that failed so may still have applied (or may yet apply).
+    /// An internal error (a node's own, or a gRPC failure without concord's error
+    /// detail) says nothing of whether it applied, so it counts too.
     pub fn outcome_unknown(&self) -> bool {
         matches!(
             self,
-            ApiError::Timeout | ApiError::OutcomeUnknown(_) | ApiError::Unavailable(_)
+            ApiError::Timeout
+                | ApiError::OutcomeUnknown(_)
+                | ApiError::Unavailable(_)
+                | ApiError::Internal(_)
         )
     }
 }
@@ -173,6 +179,7 @@ mod tests {
             ApiError::Timeout,
             ApiError::OutcomeUnknown("x".into()),
             ApiError::Unavailable("x".into()),
+            ApiError::Internal("x".into()),
         ] {
             assert!(error.outcome_unknown(), "{error}");
             assert!(!error.is_retryable(), "{error}");
