@@ -346,6 +346,11 @@ struct LivenessProbe {
     /// Each voter's best progress towards the write at this index, and when any
     /// voter last made some.
     catch_up: (u64, CatchUp),
+    /// While no leader accepts the write (one refuses new proposals until the
+    /// entries it has are committed): each voter's best progress towards the
+    /// leader's last entry, which is what must commit before it accepts again; kept
+    /// per leader, whose last index only moves up while it leads.
+    backlog: (NodeId, CatchUp),
     progress_at: u64,
     done: bool,
 }
@@ -394,6 +399,7 @@ fn run_to_end(
             group,
             proposal: None,
             catch_up: (0, CatchUp::default()),
+            backlog: (0, CatchUp::default()),
             progress_at: start,
             done: false,
         })
@@ -427,8 +433,24 @@ fn run_to_end(
             }
             if probe.proposal.is_none() {
                 if let Some(leader) = cluster.leader_in(group) {
-                    if let Ok(position) = cluster.propose_on_in(group, leader, data.clone()) {
-                        probe.proposal = Some((leader, cluster.incarnation(leader), position));
+                    match cluster.propose_on_in(group, leader, data.clone()) {
+                        Ok(position) => {
+                            probe.proposal = Some((leader, cluster.incarnation(leader), position));
+                        }
+                        // Refused (backpressure: too much uncommitted): the voters
+                        // catching up to the leader's log is progress towards
+                        // accepting it.
+                        Err(_) => {
+                            if probe.backlog.0 != leader {
+                                probe.backlog = (leader, CatchUp::default());
+                            }
+                            let last = cluster
+                                .view_in(group, leader)
+                                .map_or(0, |view| view.last_index);
+                            if probe.backlog.1.advanced(cluster, group, last) {
+                                probe.progress_at = cluster.ticks();
+                            }
+                        }
                     }
                 }
             }

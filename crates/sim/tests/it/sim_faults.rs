@@ -202,3 +202,22 @@ fn liveness_phase_regressions_pass() {
         );
     }
 }
+
+// A seed a fresh `--ticks 6000` sweep failed on (8,500 from 38491913962), a fault of
+// the liveness phase: membership changes left a joint configuration whose only
+// incoming voter was thousands of entries behind, and the leader refused the
+// liveness write (too much uncommitted) until that voter caught up. With no write
+// accepted, the phase had only the fixed bound of 50 election timeouts, which the
+// steady catch-up outlasted. Now, while a leader refuses the write, the voters'
+// progress towards its last entry counts as progress too.
+#[test]
+fn refused_write_with_catch_up_passes_liveness() {
+    let mut options = RunOptions::new(38491920399);
+    options.safety_ticks = Some(6000);
+    let report = run(&options);
+    assert!(
+        report.passed(),
+        "seed 38491920399: {}",
+        report.failure.as_ref().unwrap()
+    );
+}
