@@ -471,7 +471,7 @@ impl<C: Callers> Applier<C> {
                 "entry {index} was applied before this node restarted"
             )))))
         } else {
-            apply_to(
+            apply_payload(
                 self.state_machine.as_mut(),
                 self.group,
                 (index, term),
@@ -650,8 +650,9 @@ fn sees(payload: &EntryPayload) -> bool {
 /// Applies a command, an exactly-once request or a registration at `(index, term)`
 /// to `state_machine`, adding its events to `events`: the answer for its proposer
 /// (`None` for a payload the state machine does not see), or why the state machine
-/// cannot go on.
-fn apply_to(
+/// cannot go on. The [`Applier`] applies every entry through it; state machine tests
+/// use it to apply exactly as a group does, the exactly-once table included.
+pub fn apply_payload(
     state_machine: &mut dyn StateMachine,
     group: GroupId,
     (index, term): (Index, Term),
@@ -722,7 +723,7 @@ pub fn replay_log(
             continue;
         }
         let payload = EntryPayload::from(framing::decode_payload(&entry.data));
-        apply_to(
+        apply_payload(
             state_machine,
             group,
             (entry.index, entry.term),

@@ -22,8 +22,8 @@ pub mod framing;
 mod state_machine;
 
 pub use apply::{
-    replay_log, Answer, Applier, ApplierStart, ApplyItem, ApplyOutput, Callers, CommittedEntry,
-    EntryPayload, GroupEvent, PendingRead, SnapshotPolicy, TakenSnapshot,
+    apply_payload, replay_log, Answer, Applier, ApplierStart, ApplyItem, ApplyOutput, Callers,
+    CommittedEntry, EntryPayload, GroupEvent, PendingRead, SnapshotPolicy, TakenSnapshot,
 };
 pub use driver::{
     AdminOp, DriverBug, DriverConfig, DriverOutput, DriverStats, DurableWrite, GroupDriver,
