@@ -158,6 +158,18 @@ pub struct Stat {
     pub size: u64,
 }
 
+/// `Ok` when the node at `path` is a `kind`.
+fn expect_kind(path: &Path, node: &Node, kind: NodeKind) -> Result<(), ServiceError> {
+    if node.value.kind() != kind {
+        return Err(ServiceError::WrongType {
+            path: path.to_string(),
+            expected: kind,
+            actual: node.value.kind(),
+        });
+    }
+    Ok(())
+}
+
 /// Bytes a node counts for against the quota besides its path and value.
 const NODE_OVERHEAD_BYTES: u64 = 64;
 
@@ -535,13 +547,7 @@ impl Tree {
         let node = self.nodes.get(path).ok_or_else(|| ServiceError::NotFound {
             path: path.to_string(),
         })?;
-        if node.value.kind() != kind {
-            return Err(ServiceError::WrongType {
-                path: path.to_string(),
-                expected: kind,
-                actual: node.value.kind(),
-            });
-        }
+        expect_kind(path, node, kind)?;
         Ok(node)
     }
 
@@ -816,13 +822,7 @@ impl Tree {
         };
         let typed = |path: &Path, kind: NodeKind| {
             let node = found(path)?;
-            if node.value.kind() != kind {
-                return Err(ServiceError::WrongType {
-                    path: path.to_string(),
-                    expected: kind,
-                    actual: node.value.kind(),
-                });
-            }
+            expect_kind(path, &node, kind)?;
             Ok(node)
         };
         let operand = |operand: &SetOperand| -> Result<OrdSet<Bytes>, ServiceError> {
