@@ -109,6 +109,14 @@ pub enum Op {
         /// The value.
         value: Bytes,
     },
+    /// Appends bytes to a blob's value, creating the blob if nothing is there (its
+    /// parent must exist).
+    BlobAppend {
+        /// The blob.
+        path: Path,
+        /// The bytes added at the end.
+        suffix: Bytes,
+    },
     /// Adds members to a set.
     SetInsert {
         /// The set.

@@ -707,7 +707,11 @@ impl Tree {
             Op::Delete { path, recursive } => Ok(OpResult::Deleted {
                 nodes: self.delete(path, *recursive, undo)?,
             }),
-            Op::BlobPut { path, value } => {
+            Op::BlobPut { path, value }
+            | Op::BlobAppend {
+                path,
+                suffix: value,
+            } => {
                 if !self.nodes.contains_key(path) {
                     return Ok(OpResult::Written(self.create(
                         path,
@@ -717,11 +721,21 @@ impl Tree {
                         undo,
                     )?));
                 }
-                self.existing(path, NodeKind::Blob)?;
-                self.check_values([value])?;
+                let NodeValue::Blob(old) = &self.existing(path, NodeKind::Blob)?.value else {
+                    unreachable!("existing checked the type")
+                };
+                let new = if matches!(op, Op::BlobAppend { .. }) {
+                    let mut joined = Vec::with_capacity(old.len() + value.len());
+                    joined.extend_from_slice(old);
+                    joined.extend_from_slice(value);
+                    Bytes::from(joined)
+                } else {
+                    value.clone()
+                };
+                self.check_values([&new])?;
                 Ok(OpResult::Written(self.change(
                     path,
-                    NodeValue::Blob(value.clone()),
+                    NodeValue::Blob(new),
                     revision,
                     undo,
                 )))

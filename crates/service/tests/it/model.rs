@@ -288,22 +288,27 @@ impl Model {
                     true,
                 ))
             }
-            Op::BlobPut { path, value } => {
+            Op::BlobPut { path, value }
+            | Op::BlobAppend {
+                path,
+                suffix: value,
+            } => {
                 let path = path.as_str();
                 if !state.contains_key(path) {
                     let stat =
                         self.create(state, path, NodeValue::Blob(value.clone()), false, revision)?;
                     return Ok((OpResult::Written(stat), true));
                 }
-                Self::typed(state, path, NodeKind::Blob)?;
-                self.check_values([value])?;
+                let NodeValue::Blob(old) = &Self::typed(state, path, NodeKind::Blob)?.value else {
+                    unreachable!()
+                };
+                let new = match op {
+                    Op::BlobAppend { .. } => Bytes::from([old.as_ref(), value.as_ref()].concat()),
+                    _ => value.clone(),
+                };
+                self.check_values([&new])?;
                 Ok((
-                    OpResult::Written(Self::change(
-                        state,
-                        path,
-                        NodeValue::Blob(value.clone()),
-                        revision,
-                    )),
+                    OpResult::Written(Self::change(state, path, NodeValue::Blob(new), revision)),
                     true,
                 ))
             }
@@ -814,6 +819,7 @@ fn op() -> BoxedStrategy<Op> {
         ),
         2 => (path(), any::<bool>()).prop_map(|(path, recursive)| Op::Delete { path, recursive }),
         3 => (typed_path("b"), bytes()).prop_map(|(path, value)| Op::BlobPut { path, value }),
+        2 => (typed_path("b"), bytes()).prop_map(|(path, suffix)| Op::BlobAppend { path, suffix }),
         2 => (typed_path("s"), members()).prop_map(|(path, members)| Op::SetInsert { path, members }),
         1 => (typed_path("s"), members()).prop_map(|(path, members)| Op::SetRemove { path, members }),
         2 => (typed_path("q"), members()).prop_map(|(path, items)| Op::QueuePush { path, items }),
