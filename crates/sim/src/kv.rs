@@ -28,9 +28,9 @@ const SNAPSHOT_TAG: u8 = b'S';
 const SNAPSHOT_VERSION: u8 = 2;
 
 /// A query: the value of a key.
-const QUERY_GET: u8 = 0;
+pub(crate) const QUERY_GET: u8 = 0;
 /// A query: the state's digest (for the checkers).
-const QUERY_DIGEST: u8 = 1;
+pub(crate) const QUERY_DIGEST: u8 = 1;
 
 /// Encodes a write as: op kind u8, key (u16 length), then the op's values (u32 length
 /// each; a `Cas` expectation is preceded by a presence byte).

@@ -15,3 +15,4 @@ pub mod rng;
 pub mod run;
 pub mod storage;
 pub mod trace;
+pub mod tree_kv;

@@ -2,7 +2,7 @@
 //! invariant violation with the command that replays it.
 //!
 //! ```text
-//! concord-sim --seeds A..B [--storage mem|disk] [--ticks N] [--bug NAME] [--fault NAME]
+//! concord-sim --seeds A..B [--machine kv|tree] [--storage mem|disk] [--ticks N] [--bug NAME] [--fault NAME]
 //! concord-sim --seed N [--trace] [--storage mem|disk] [--ticks N] [--bug NAME] [--fault NAME]
 //! ```
 //!
@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use concord_raft::PlantedBug;
 use concord_sim::checkers::CheckerKind;
-use concord_sim::cluster::SimFault;
+use concord_sim::cluster::{Machine, SimFault};
 use concord_sim::params::{planted_bug_from_name, planted_bug_name, PLANTED_BUGS};
 use concord_sim::run::{run, RunOptions, RunReport};
 use concord_sim::storage::StorageMode;
@@ -34,6 +34,9 @@ usage: concord-sim --seeds A..B [options]    run seeds A to B-1, report failures
 options:
   --storage KIND  where nodes keep their logs: disk (concord-storage on a simulated disk,
                   with torn crashes and disk faults; the default) or mem (MemStorage)
+  --machine KIND  the state machine every group runs: kv (the simulator's key-value map;
+                  the default) or tree (the coordination service's namespace, each key a
+                  blob)
   --ticks N       length of the safety phase in ticks (default: drawn from the seed)
   --bug NAME      plant a bug in the core: commit-old-term-by-count, vote-without-log-check,
                   lease-read-without-check-quorum, forget-vote
@@ -54,6 +57,7 @@ struct Command {
     bug: Option<PlantedBug>,
     fault: Option<SimFault>,
     storage: StorageMode,
+    machine: Machine,
     trace: bool,
     quiet: bool,
 }
@@ -66,6 +70,7 @@ fn parse(arguments: &[String]) -> Result<Option<Command>, String> {
         bug: None,
         fault: None,
         storage: StorageMode::default(),
+        machine: Machine::default(),
         trace: false,
         quiet: false,
     };
@@ -128,6 +133,12 @@ fn parse(arguments: &[String]) -> Result<Option<Command>, String> {
                 })?;
                 command.fault = Some(fault);
             }
+            "--machine" => {
+                let name = iter.next().ok_or("--machine needs kv or tree")?;
+                command.machine = Machine::from_name(name).ok_or_else(|| {
+                    format!("--machine: unknown state machine {name:?}; known: kv, tree")
+                })?;
+            }
             "--storage" => {
                 let name = iter.next().ok_or("--storage needs mem or disk")?;
                 command.storage = StorageMode::from_name(name).ok_or_else(|| {
@@ -154,6 +165,9 @@ fn replay_command(seed: u64, command: &Command) -> String {
     if command.storage != StorageMode::default() {
         text.push_str(&format!(" --storage {}", command.storage));
     }
+    if command.machine != Machine::default() {
+        text.push_str(&format!(" --machine {}", command.machine.name()));
+    }
     if let Some(ticks) = command.ticks {
         text.push_str(&format!(" --ticks {ticks}"));
     }
@@ -172,6 +186,7 @@ fn options(seed: u64, command: &Command) -> RunOptions {
     options.planted_bug = command.bug;
     options.sim_fault = command.fault;
     options.storage = command.storage;
+    options.machine = command.machine;
     if command.single && !command.quiet {
         options.trace_level = if command.trace {
             TraceLevel::Messages
@@ -286,10 +301,11 @@ fn main() -> ExitCode {
         .map(|(checker, count)| format!("{checker} {count}"))
         .collect();
     out!(
-        "storage {}: seeds run {}, passed {passed}, failed {failed}{}, operations checked {operations}, \
+        "storage {}, machine {}: seeds run {}, passed {passed}, failed {failed}{}, operations checked {operations}, \
          linearizability undecided {undecided}; crashes {} ({} torn, {} mid-write), disk faults {}; \
          total time {seconds:.1}s",
         command.storage,
+        command.machine.name(),
         passed + failed,
         if by_checker.is_empty() {
             String::new()

@@ -14,7 +14,7 @@ use concord_group::ClientTableLimits;
 use concord_raft::{Config, PlantedBug, ReadOnlyOption};
 
 use crate::checkers::CheckerSet;
-use crate::cluster::{ClusterOptions, SimFault};
+use crate::cluster::{ClusterOptions, Machine, SimFault};
 use crate::network::{NetworkConfig, TICK_INSTANTS};
 use crate::rng::{Rng, PPM};
 use crate::storage::StorageMode;
@@ -71,6 +71,8 @@ pub struct Params {
     pub persist_delay_max_instants: u64,
     /// The storage every node keeps its log in.
     pub storage: StorageMode,
+    /// The state machine every group runs (not drawn: the run's choice).
+    pub machine: Machine,
     /// Durable log: chance that a write hits a disk fault (power loss, torn or clean,
     /// or a failed fsync), stopping the node until it restarts, in ppm.
     pub disk_fault_ppm: u32,
@@ -233,6 +235,7 @@ impl Params {
             network,
             persist_delay_max_instants,
             storage: StorageMode::default(),
+            machine: Machine::default(),
             disk_fault_ppm,
             torn_crash_ppm,
             partition_change_ppm,
@@ -294,6 +297,7 @@ impl Params {
             collect_events: true,
             crash_point_ppm: self.crash_point_ppm,
             storage: self.storage,
+            machine: self.machine,
             disk_fault_ppm: self.disk_fault_ppm,
             torn_crash_ppm: self.torn_crash_ppm,
             client_table: ClientTableLimits {
@@ -343,6 +347,9 @@ impl fmt::Display for Params {
             self.apply_batch_bytes_max
         )?;
         writeln!(f, "  network: {}", self.network)?;
+        if self.machine != Machine::Kv {
+            writeln!(f, "  state machine: {}", self.machine.name())?;
+        }
         match self.storage {
             StorageMode::Disk => writeln!(
                 f,

@@ -34,7 +34,7 @@ use concord_storage::GroupId;
 
 use crate::checkers::{CheckerKind, CheckerSet, Violation};
 use crate::client::{ClientOracle, ClientSettings, ClientStats};
-use crate::cluster::{Cluster, ClusterStats, SimFault, PRIMARY_GROUP};
+use crate::cluster::{Cluster, ClusterStats, Machine, SimFault, PRIMARY_GROUP};
 use crate::faults::FaultScheduler;
 use crate::linearizability::{self, CheckError};
 use crate::network::NetworkStats;
@@ -67,6 +67,8 @@ pub struct RunOptions {
     pub checkers: CheckerSet,
     /// The storage the nodes keep their logs in.
     pub storage: StorageMode,
+    /// The state machine every group runs.
+    pub machine: Machine,
     /// How much to trace.
     pub trace_level: TraceLevel,
     /// Print the trace on standard output (else keep it in the report).
@@ -85,6 +87,7 @@ impl RunOptions {
             sim_fault: None,
             checkers: CheckerSet::all(),
             storage: StorageMode::default(),
+            machine: Machine::default(),
             trace_level: TraceLevel::Quiet,
             trace_to_stdout: false,
             tweak: None,
@@ -101,6 +104,7 @@ impl RunOptions {
         params.sim_fault = self.sim_fault;
         params.checkers = self.checkers;
         params.storage = self.storage;
+        params.machine = self.machine;
         if let Some(tweak) = self.tweak {
             tweak(&mut params);
         }

@@ -130,6 +130,7 @@ use crate::network::{Network, NetworkConfig, Time, TICK_INSTANTS};
 use crate::rng::Rng;
 use crate::storage::{DiskFault, NodeDisk, StorageMode};
 use crate::trace::Trace;
+use crate::tree_kv::TreeKv;
 
 pub use crate::checkers::CheckerKind;
 
@@ -249,6 +250,8 @@ pub struct ClusterOptions {
     pub torn_crash_ppm: u32,
     /// Bounds of every group's exactly-once table.
     pub client_table: ClientTableLimits,
+    /// The state machine every group runs.
+    pub machine: Machine,
     /// A group's proposal (and read) given up after this many ticks without its entry
     /// handed out answers `Timeout`.
     pub request_timeout_ticks: u64,
@@ -276,6 +279,7 @@ impl ClusterOptions {
             disk_fault_ppm: 0,
             torn_crash_ppm: crate::rng::PPM / 2,
             client_table: ClientTableLimits::default(),
+            machine: Machine::default(),
             request_timeout_ticks: 200,
         }
     }
@@ -328,8 +332,40 @@ pub enum ClusterEvent {
     },
 }
 
-/// Makes every group's state machine: the key-value map, of [`SIM_KIND`].
+/// The state machine every group runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Machine {
+    /// The simulator's own key-value map ([`Kv`]).
+    #[default]
+    Kv,
+    /// The coordination service's namespace serving the same operations
+    /// ([`TreeKv`]).
+    Tree,
+}
+
+impl Machine {
+    /// Every machine.
+    pub const ALL: [Machine; 2] = [Machine::Kv, Machine::Tree];
+
+    /// Its name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Machine::Kv => "kv",
+            Machine::Tree => "tree",
+        }
+    }
+
+    /// The machine named `name`.
+    pub fn from_name(name: &str) -> Option<Machine> {
+        Machine::ALL
+            .into_iter()
+            .find(|machine| machine.name() == name)
+    }
+}
+
+/// Makes every group's state machine, of [`SIM_KIND`].
 struct KvFactory {
+    machine: Machine,
     limits: ClientTableLimits,
 }
 
@@ -346,7 +382,10 @@ impl StateMachineFactory for KvFactory {
                 spec.kind
             )));
         }
-        Ok(Box::new(Kv::new(self.limits)))
+        Ok(match self.machine {
+            Machine::Kv => Box::new(Kv::new(self.limits)),
+            Machine::Tree => Box::new(TreeKv::new(self.limits)),
+        })
     }
 }
 
@@ -569,6 +608,7 @@ impl Cluster {
                 })
                 .collect(),
             factory: Arc::new(KvFactory {
+                machine: options.machine,
                 limits: options.client_table,
             }),
             trace,
