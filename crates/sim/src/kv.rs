@@ -32,6 +32,21 @@ pub(crate) const QUERY_GET: u8 = 0;
 /// A query: the state's digest (for the checkers).
 pub(crate) const QUERY_DIGEST: u8 = 1;
 
+/// Folds the command at `context`'s index and term into `digest` and decodes it; an
+/// opaque command (a test's payload) decodes to nothing and changes nothing but the
+/// digest.
+pub(crate) fn fold_and_decode(
+    digest: &mut u64,
+    context: &ApplyContext<'_>,
+    command: &Bytes,
+) -> Option<Op> {
+    *digest = hash_words(
+        *digest,
+        &[context.index(), context.term(), hash_bytes(command)],
+    );
+    decode_op(command)
+}
+
 /// Encodes a write as: op kind u8, key (u16 length), then the op's values (u32 length
 /// each; a `Cas` expectation is preceded by a presence byte).
 pub fn encode_op(op: &Op) -> Bytes {
@@ -253,12 +268,7 @@ impl StateMachine for Kv {
         context: &mut ApplyContext<'_>,
         command: Bytes,
     ) -> Result<Bytes, StateMachineError> {
-        self.digest = hash_words(
-            self.digest,
-            &[context.index(), context.term(), hash_bytes(&command)],
-        );
-        // An opaque command (a test's payload) changes nothing but the digest.
-        let Some(op) = decode_op(&command) else {
+        let Some(op) = fold_and_decode(&mut self.digest, context, &command) else {
             return Ok(Bytes::new());
         };
         Ok(encode_response(&self.execute(op)))

@@ -25,8 +25,7 @@ use concord_service::command::{
 use concord_service::{Limits, Namespace, NodeValue, Path, ServiceError};
 
 use crate::history::{Op, Response};
-use crate::kv::{decode_op, encode_response, QUERY_DIGEST, QUERY_GET};
-use crate::rng::{hash_bytes, hash_words};
+use crate::kv::{encode_response, fold_and_decode, QUERY_DIGEST, QUERY_GET};
 
 /// A namespace serving the simulator's key-value operations. See the module docs.
 pub struct TreeKv {
@@ -121,12 +120,7 @@ impl StateMachine for TreeKv {
         context: &mut ApplyContext<'_>,
         command: Bytes,
     ) -> Result<Bytes, StateMachineError> {
-        self.digest = hash_words(
-            self.digest,
-            &[context.index(), context.term(), hash_bytes(&command)],
-        );
-        // An opaque command (a test's payload) changes nothing but the digest.
-        let Some(op) = decode_op(&command) else {
+        let Some(op) = fold_and_decode(&mut self.digest, context, &command) else {
             return Ok(Bytes::new());
         };
         let txn = encode(&Command::Txn(Self::txn(&op)?));
