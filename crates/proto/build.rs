@@ -8,16 +8,21 @@ use std::path::PathBuf;
 use prost::Message;
 
 const PROTO_ROOT: &str = "proto";
-const PROTO_FILES: &[&str] = &[
+/// The runtime's packages (`concord.transport.v1`, `concord.api.v1`).
+const RUNTIME_FILES: &[&str] = &[
     "proto/concord/transport/v1/transport.proto",
     "proto/concord/api/v1/api.proto",
 ];
+/// The coordination service (`concord.v1`), which uses `concord.api.v1`'s messages
+/// (its generated code names them `super::api::v1::...`, see `src/lib.rs`).
+const SERVICE_FILES: &[&str] = &["proto/concord/v1/service.proto"];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    for file in PROTO_FILES {
+    for file in RUNTIME_FILES.iter().chain(SERVICE_FILES) {
         println!("cargo:rerun-if-changed={file}");
     }
-    let descriptors = protox::compile(PROTO_FILES, [PROTO_ROOT])?;
+    let files: Vec<&str> = RUNTIME_FILES.iter().chain(SERVICE_FILES).copied().collect();
+    let descriptors = protox::compile(&files, [PROTO_ROOT])?;
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(
         out_dir.join("concord_descriptor_set.bin"),

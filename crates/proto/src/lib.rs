@@ -8,6 +8,10 @@
 //!   status, members, join, leave, learners, promotion, removal, leader transfer).
 //!   Errors are gRPC statuses carrying an `ErrorDetail` in a google.rpc.Status-shaped
 //!   `RpcStatus`.
+//! - [`service`] (`concord.v1`): the coordination service — `Tree` (transactions,
+//!   queries, client registration for exactly-once) and `Namespaces` (create, delete,
+//!   list). A refusal the namespace decided on is a `ServiceError` in the reply; a
+//!   call that reached no decision fails as `concord.api.v1` calls do.
 //!
 //! The code is built with protox (no `protoc` anywhere). [`convert`] turns the API's
 //! messages into `concord-types` values and back, strictly (unknown enum values and
@@ -28,6 +32,18 @@ pub mod api {
 
     /// The type URL of an [`ErrorDetail`] packed in an [`RpcStatus`]'s details.
     pub const ERROR_DETAIL_TYPE_URL: &str = "type.googleapis.com/concord.api.v1.ErrorDetail";
+
+    /// The path prost gives `concord.api.v1` from another concord package
+    /// (`super::api::v1::RequestId` from [`crate::service`]).
+    pub mod v1 {
+        pub use super::*;
+    }
+}
+
+/// The coordination service (`concord.v1`): namespaces and their trees.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod service {
+    tonic::include_proto!("concord.v1");
 }
 
 pub mod convert;
