@@ -47,6 +47,7 @@ pub mod service {
 }
 
 pub mod convert;
+pub mod service_convert;
 
 /// The encoded `FileDescriptorSet` of every concord `.proto` file (with imports), for
 /// gRPC reflection and tools.

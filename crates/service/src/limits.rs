@@ -69,6 +69,24 @@ pub enum Limit {
 }
 
 impl Limit {
+    /// Every limit.
+    pub const ALL: [Limit; 7] = [
+        Limit::ValueBytes,
+        Limit::PathBytes,
+        Limit::RequestBytes,
+        Limit::ChildrenPerDir,
+        Limit::TxnOps,
+        Limit::ListPageEntries,
+        Limit::Members,
+    ];
+
+    /// The limit whose config field is `name`.
+    pub fn from_name(name: &str) -> Option<Limit> {
+        Limit::ALL
+            .into_iter()
+            .find(|limit| limit.to_string() == name)
+    }
+
     /// `Ok` when `actual` is within `max`, else the error naming this limit.
     pub fn check(self, max: u64, actual: u64) -> Result<(), ServiceError> {
         if actual > max {
