@@ -8,11 +8,16 @@
 //!   exactly-once table.
 //! - [`command`] — what clients send and what they get back, and its encoding.
 //! - [`Limits`] — a namespace's bounds, named as their errors name them.
+//! - [`factory`] — the state machines a node makes from a group's spec.
+//! - [`meta`] — the `meta` namespace's state: the cluster's nodes, where every
+//!   namespace lives, placement and the replacement of lost members.
 #![deny(missing_docs)]
 
 pub mod command;
 mod error;
+pub mod factory;
 mod limits;
+pub mod meta;
 mod namespace;
 mod path;
 mod tree;
