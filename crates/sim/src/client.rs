@@ -35,6 +35,10 @@ use crate::params::Params;
 use crate::rng::Rng;
 use crate::trace::{Trace, TraceLevel};
 
+/// Two keys written only together, by [`Op::AppendBoth`]: on every node they hold the
+/// same value, or a transaction applied in part.
+pub const PAIR_KEYS: [&[u8]; 2] = [b"pair0", b"pair1"];
+
 /// How the clients behave.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ClientSettings {
@@ -46,6 +50,10 @@ pub struct ClientSettings {
     pub read_ppm: u32,
     /// Share of reads sent to a random node, in ppm.
     pub follower_read_ppm: u32,
+    /// Share of operations, in ppm, on the pair of keys [`PAIR_KEYS`]: appends to
+    /// both in one transaction, and reads of either. 0 (the key-value machine's
+    /// runs): none, and no randomness drawn for them.
+    pub pair_ppm: u32,
     /// Most ticks between operations.
     pub think_ticks_max: u64,
     /// Ticks before retrying a silent attempt.
@@ -62,6 +70,7 @@ impl ClientSettings {
             keys: params.keys,
             read_ppm: params.read_ppm,
             follower_read_ppm: params.follower_read_ppm,
+            pair_ppm: params.pair_ppm,
             think_ticks_max: params.client_think_ticks_max,
             attempt_timeout_ticks: params.client_attempt_timeout_ticks,
             timeout_ticks: params.client_timeout_ticks,
@@ -441,9 +450,21 @@ impl ClientOracle {
 
     fn invoke(&mut self, trace: &mut Trace, index: usize, now: Time) {
         let key = self.rng.pick(&self.keys).expect("at least one key").clone();
+        let pair = self.settings.pair_ppm > 0 && self.rng.chance(self.settings.pair_ppm);
         let client = &mut self.clients[index];
         let tag = format!("{}.{};", client.id, client.next_sequence);
-        let op = if self.rng.chance(self.settings.read_ppm) {
+        let op = if pair {
+            let [first, second] = PAIR_KEYS.map(Bytes::from_static);
+            match self.rng.below(4) {
+                0 => Op::Get { key: first },
+                1 => Op::Get { key: second },
+                _ => Op::AppendBoth {
+                    key: first,
+                    other: second,
+                    suffix: Bytes::from(tag),
+                },
+            }
+        } else if self.rng.chance(self.settings.read_ppm) {
             Op::Get { key }
         } else {
             match self.rng.below(10) {

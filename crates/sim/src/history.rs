@@ -64,6 +64,17 @@ pub enum Op {
         /// The bytes added to the end of the value.
         suffix: Bytes,
     },
+    /// Append `suffix` to `key` and to `other` in one transaction. Responds
+    /// [`Response::Ok`]. Each key's history sees it as an append; that both took
+    /// effect or neither is the atomicity check's.
+    AppendBoth {
+        /// The first key written.
+        key: Bytes,
+        /// The second key written.
+        other: Bytes,
+        /// The bytes added to the end of both values.
+        suffix: Bytes,
+    },
     /// Compare and swap: if the value of `key` equals `expected` (`None`: the key is
     /// absent), set it to `new`. Responds [`Response::Cas`] with whether it did.
     Cas {
@@ -117,7 +128,16 @@ impl Op {
             Op::Put { key, .. }
             | Op::Get { key }
             | Op::Append { key, .. }
+            | Op::AppendBoth { key, .. }
             | Op::Cas { key, .. } => key,
+        }
+    }
+
+    /// Every key the operation reads or writes.
+    pub fn keys(&self) -> Vec<&Bytes> {
+        match self {
+            Op::AppendBoth { key, other, .. } => vec![key, other],
+            _ => vec![self.key()],
         }
     }
 
@@ -130,8 +150,10 @@ impl Op {
     pub fn accepts(&self, response: &Response) -> bool {
         matches!(
             (self, response),
-            (Op::Put { .. } | Op::Append { .. }, Response::Ok)
-                | (Op::Get { .. }, Response::Value(_))
+            (
+                Op::Put { .. } | Op::Append { .. } | Op::AppendBoth { .. },
+                Response::Ok
+            ) | (Op::Get { .. }, Response::Value(_))
                 | (Op::Cas { .. }, Response::Cas(_))
         )
     }
@@ -145,6 +167,13 @@ impl fmt::Display for Op {
             Op::Append { key, suffix } => {
                 write!(f, "append {} {}", ShowBytes(key), ShowBytes(suffix))
             }
+            Op::AppendBoth { key, other, suffix } => write!(
+                f,
+                "append-both {} {} {}",
+                ShowBytes(key),
+                ShowBytes(other),
+                ShowBytes(suffix)
+            ),
             Op::Cas { key, expected, new } => write!(
                 f,
                 "cas {} {} => {}",
@@ -159,7 +188,7 @@ impl fmt::Display for Op {
 /// What an operation returned to its client.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Response {
-    /// A [`Op::Put`] or [`Op::Append`] took effect.
+    /// A [`Op::Put`], [`Op::Append`] or [`Op::AppendBoth`] took effect.
     Ok,
     /// A [`Op::Get`] read this value (`None`: the key was absent).
     Value(Option<Bytes>),

@@ -86,6 +86,12 @@ pub fn encode_op(op: &Op) -> Bytes {
             buf.put_u8(3);
             put_key(&mut buf, key);
         }
+        Op::AppendBoth { key, other, suffix } => {
+            buf.put_u8(4);
+            put_key(&mut buf, key);
+            put_key(&mut buf, other);
+            put_value(&mut buf, suffix);
+        }
     }
     buf.freeze()
 }
@@ -118,6 +124,11 @@ pub fn decode_op(data: &Bytes) -> Option<Op> {
             }
         }
         3 => Op::Get { key },
+        4 => Op::AppendBoth {
+            key,
+            other: reader.bytes16()?,
+            suffix: reader.bytes32()?,
+        },
         _ => return None,
     };
     reader.data.is_empty().then_some(op)
@@ -235,6 +246,15 @@ impl Kv {
         self.map.is_empty()
     }
 
+    fn append(&mut self, key: Bytes, suffix: &[u8]) {
+        let mut value = BytesMut::new();
+        if let Some(old) = self.map.get(&key) {
+            value.extend_from_slice(old);
+        }
+        value.extend_from_slice(suffix);
+        self.map.insert(key, value.freeze());
+    }
+
     fn execute(&mut self, op: Op) -> Response {
         match op {
             Op::Put { key, value } => {
@@ -242,12 +262,13 @@ impl Kv {
                 Response::Ok
             }
             Op::Append { key, suffix } => {
-                let mut value = BytesMut::new();
-                if let Some(old) = self.map.get(&key) {
-                    value.extend_from_slice(old);
+                self.append(key, &suffix);
+                Response::Ok
+            }
+            Op::AppendBoth { key, other, suffix } => {
+                for key in [key, other] {
+                    self.append(key, &suffix);
                 }
-                value.extend_from_slice(&suffix);
-                self.map.insert(key, value.freeze());
                 Response::Ok
             }
             Op::Cas { key, expected, new } => {

@@ -212,13 +212,16 @@ pub fn check(history: &History) -> Result<(), CheckError> {
 pub fn check_with_limits(history: &History, limits: &SearchLimits) -> Result<(), CheckError> {
     let mut operations_by_key: BTreeMap<&Bytes, Vec<KeyOperation>> = BTreeMap::new();
     for operation in history.operations() {
-        let Some(key_operation) = KeyOperation::from_operation(operation) else {
-            continue;
-        };
-        operations_by_key
-            .entry(operation.op.key())
-            .or_default()
-            .push(key_operation);
+        // An operation on two keys is an append in each key's history.
+        for key in operation.op.keys() {
+            let Some(key_operation) = KeyOperation::from_operation(operation) else {
+                continue;
+            };
+            operations_by_key
+                .entry(key)
+                .or_default()
+                .push(key_operation);
+        }
     }
 
     let mut inconclusive: Option<Inconclusive> = None;
@@ -384,7 +387,9 @@ impl PartialEq for State {
 fn step(state: &State, op: &Op, response: Option<&Response>) -> Option<State> {
     match (op, response) {
         (Op::Put { value, .. }, None | Some(Response::Ok)) => Some(State::present(value.clone())),
-        (Op::Append { suffix, .. }, None | Some(Response::Ok)) => Some(state.appended(suffix)),
+        (Op::Append { suffix, .. } | Op::AppendBoth { suffix, .. }, None | Some(Response::Ok)) => {
+            Some(state.appended(suffix))
+        }
         (Op::Get { .. }, None) => Some(state.clone()),
         (Op::Get { .. }, Some(Response::Value(read))) => {
             (*read == state.value).then(|| state.clone())
@@ -402,7 +407,9 @@ fn step(state: &State, op: &Op, response: Option<&Response>) -> Option<State> {
                 state.clone()
             })
         }
-        (Op::Put { .. } | Op::Append { .. } | Op::Get { .. }, Some(_)) => None,
+        (Op::Put { .. } | Op::Append { .. } | Op::AppendBoth { .. } | Op::Get { .. }, Some(_)) => {
+            None
+        }
     }
 }
 

@@ -42,7 +42,8 @@ options:
                   lease-read-without-check-quorum, forget-vote
   --fault NAME    plant a fault in the simulator's driver: send-before-persist,
                   crash-loses-last-write, corrupt-persisted-entry, read-before-apply,
-                  partition-forever, isolate-voter-forever
+                  partition-forever, isolate-voter-forever, half-transactions (with
+                  --machine tree)
   --trace         with --seed: print every message too, not just events
   --quiet         with --seed: print only the summary
   -h, --help      print this help

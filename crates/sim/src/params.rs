@@ -19,6 +19,10 @@ use crate::network::{NetworkConfig, TICK_INSTANTS};
 use crate::rng::{Rng, PPM};
 use crate::storage::StorageMode;
 
+/// Share of operations on the pair of keys written only together, in ppm, in runs of
+/// the tree machine.
+pub const PAIR_PPM: u32 = 150_000;
+
 /// Shortest safety phase drawn, in ticks.
 pub const SAFETY_TICKS_MIN: u64 = 300;
 /// Longest safety phase drawn, in ticks.
@@ -110,6 +114,10 @@ pub struct Params {
     pub read_ppm: u32,
     /// Share of reads sent to a random node rather than the believed leader, in ppm.
     pub follower_read_ppm: u32,
+    /// Share of operations on the pair of keys written only together (see
+    /// `ClientSettings::pair_ppm`), in ppm. Not drawn: [`PAIR_PPM`] with the tree
+    /// machine, 0 with the key-value map (whose runs stay as they were).
+    pub pair_ppm: u32,
     /// Most ticks a client waits between operations.
     pub client_think_ticks_max: u64,
     /// Ticks a client waits on one attempt before retrying elsewhere.
@@ -252,6 +260,7 @@ impl Params {
             keys,
             read_ppm,
             follower_read_ppm,
+            pair_ppm: 0,
             client_think_ticks_max,
             client_attempt_timeout_ticks,
             client_timeout_ticks,
@@ -348,7 +357,12 @@ impl fmt::Display for Params {
         )?;
         writeln!(f, "  network: {}", self.network)?;
         if self.machine != Machine::Kv {
-            writeln!(f, "  state machine: {}", self.machine.name())?;
+            writeln!(
+                f,
+                "  state machine: {}; {} of operations on a pair of keys written together",
+                self.machine.name(),
+                Percent(self.pair_ppm)
+            )?;
         }
         match self.storage {
             StorageMode::Disk => writeln!(

@@ -105,6 +105,10 @@ impl RunOptions {
         params.checkers = self.checkers;
         params.storage = self.storage;
         params.machine = self.machine;
+        params.pair_ppm = match self.machine {
+            Machine::Kv => 0,
+            Machine::Tree => crate::params::PAIR_PPM,
+        };
         if let Some(tweak) = self.tweak {
             tweak(&mut params);
         }
@@ -302,6 +306,13 @@ fn run_phases(params: &Params, trace: Trace, state: &mut RunState) {
         }
         report.failure = Some(violation);
         return;
+    }
+    if params.checkers.atomicity {
+        if let Err(violation) = check_pair_atomicity(cluster) {
+            cluster.set_failure(violation.clone());
+            report.failure = Some(violation);
+            return;
+        }
     }
     // Linearizability of everything each group's clients saw.
     for oracle in &oracles.oracles {
@@ -588,6 +599,35 @@ impl CatchUp {
         }
         advanced
     }
+}
+
+/// Atomicity of multi-key transactions: the pair of keys only ever written together
+/// (each write appending the same bytes to both in one transaction) must hold the
+/// same value on every running node of every group. Linearizability checks each key
+/// alone, where a transaction applied to one key and not the other, with its outcome
+/// unknown to its client, looks fine.
+fn check_pair_atomicity(cluster: &Cluster) -> Result<(), Violation> {
+    for group in cluster.group_ids() {
+        for id in cluster.node_ids() {
+            let [first, second] =
+                crate::client::PAIR_KEYS.map(|key| cluster.kv_get_in(group, id, key));
+            if first != second {
+                let show =
+                    |value: &Option<Bytes>| crate::history::ShowValue(value.as_ref()).to_string();
+                return Err(Violation {
+                    checker: CheckerKind::Atomicity,
+                    time: cluster.now(),
+                    message: format!(
+                        "node {id} group {group}: pair0 is {} but pair1 is {}: a transaction \
+                         appending to both applied to one only",
+                        show(&first),
+                        show(&second)
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// True when every voter of `group`'s latest membership has applied `index`.

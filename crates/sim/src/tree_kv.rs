@@ -3,7 +3,8 @@
 //! Its clients, histories and checkers stay the key-value ones; only the translation
 //! between the two lives here:
 //!
-//! - put: a blob put; append: a blob append;
+//! - put: a blob put; append: a blob append; append to two keys: a transaction of
+//!   two blob appends;
 //! - compare-and-swap: a transaction guarded by the blob's value (or its absence)
 //!   that puts the new value, the guard's outcome being whether it swapped;
 //! - get: a query of the blob (absent: no value); through the log, a transaction
@@ -31,6 +32,8 @@ use crate::kv::{encode_response, fold_and_decode, QUERY_DIGEST, QUERY_GET};
 pub struct TreeKv {
     namespace: Namespace,
     digest: u64,
+    /// The planted fault `SimFault::HalfTransactions`.
+    half_transactions: bool,
 }
 
 /// The blob holding `key`.
@@ -42,11 +45,13 @@ fn path_of(key: &[u8]) -> Result<Path, StateMachineError> {
 }
 
 impl TreeKv {
-    /// An empty namespace with default limits and a table bounded by `limits`.
-    pub fn new(limits: ClientTableLimits) -> TreeKv {
+    /// An empty namespace with default limits and a table bounded by `limits`;
+    /// with `half_transactions`, the planted fault of that name.
+    pub fn new(limits: ClientTableLimits, half_transactions: bool) -> TreeKv {
         TreeKv {
             namespace: Namespace::new(Limits::default(), limits),
             digest: 0,
+            half_transactions,
         }
     }
 
@@ -62,6 +67,20 @@ impl TreeKv {
                 path,
                 suffix: suffix.clone(),
             }),
+            Op::AppendBoth { other, suffix, .. } => Txn {
+                guards: Vec::new(),
+                then: vec![
+                    TreeOp::BlobAppend {
+                        path,
+                        suffix: suffix.clone(),
+                    },
+                    TreeOp::BlobAppend {
+                        path: path_of(other)?,
+                        suffix: suffix.clone(),
+                    },
+                ],
+                otherwise: Vec::new(),
+            },
             Op::Cas { expected, new, .. } => Txn {
                 guards: vec![match expected {
                     Some(value) => Guard::ValueEquals {
@@ -93,7 +112,7 @@ impl TreeKv {
         let answer = answer
             .map_err(|error| StateMachineError(format!("the namespace refused {op}: {error}")))?;
         Ok(match op {
-            Op::Put { .. } | Op::Append { .. } => Response::Ok,
+            Op::Put { .. } | Op::Append { .. } | Op::AppendBoth { .. } => Response::Ok,
             Op::Cas { .. } => Response::Cas(answer.succeeded),
             Op::Get { .. } if !answer.succeeded => Response::Value(None),
             Op::Get { .. } => match answer.results.first() {
@@ -123,7 +142,12 @@ impl StateMachine for TreeKv {
         let Some(op) = fold_and_decode(&mut self.digest, context, &command) else {
             return Ok(Bytes::new());
         };
-        let txn = encode(&Command::Txn(Self::txn(&op)?));
+        let mut txn = Self::txn(&op)?;
+        if self.half_transactions && matches!(op, Op::AppendBoth { .. }) && context.index() % 5 == 0
+        {
+            txn.then.truncate(1);
+        }
+        let txn = encode(&Command::Txn(txn));
         let answer = self.namespace.apply(context, txn)?;
         let answer = decode::<Result<TxnResponse, ServiceError>>(&answer)
             .map_err(|error| StateMachineError(format!("the namespace's answer: {error}")))?;

@@ -60,6 +60,10 @@ pub enum CheckerKind {
     /// The simulation exceeded a bound on its own work (a message storm, say): the run
     /// would not finish.
     Runaway,
+    /// A transaction applied in part: two keys that are only ever written together
+    /// (one transaction appending the same bytes to both) hold different values on
+    /// some node.
+    Atomicity,
     /// The durable log misbehaved on its own: recovery refused a disk that only
     /// crashes, power loss and failed fsyncs touched, storage stopped with no fault
     /// injected, or a write survived the fault injected into it.
@@ -68,13 +72,14 @@ pub enum CheckerKind {
 
 impl CheckerKind {
     /// Every kind, in report order.
-    pub const ALL: [CheckerKind; 11] = [
+    pub const ALL: [CheckerKind; 12] = [
         CheckerKind::ElectionSafety,
         CheckerKind::LogMatching,
         CheckerKind::LeaderCompleteness,
         CheckerKind::StateMachineSafety,
         CheckerKind::CommittedNeverLost,
         CheckerKind::Linearizability,
+        CheckerKind::Atomicity,
         CheckerKind::Liveness,
         CheckerKind::Panic,
         CheckerKind::DriverContract,
@@ -91,6 +96,7 @@ impl CheckerKind {
             CheckerKind::StateMachineSafety => "state-machine-safety",
             CheckerKind::CommittedNeverLost => "committed-never-lost",
             CheckerKind::Linearizability => "linearizability",
+            CheckerKind::Atomicity => "atomicity",
             CheckerKind::Liveness => "liveness",
             CheckerKind::Panic => "panic",
             CheckerKind::DriverContract => "driver-contract",
@@ -142,6 +148,8 @@ pub struct CheckerSet {
     pub committed_never_lost: bool,
     /// [`CheckerKind::Linearizability`].
     pub linearizability: bool,
+    /// [`CheckerKind::Atomicity`].
+    pub atomicity: bool,
 }
 
 impl Default for CheckerSet {
@@ -160,6 +168,7 @@ impl CheckerSet {
             state_machine_safety: true,
             committed_never_lost: true,
             linearizability: true,
+            atomicity: true,
         }
     }
 
@@ -178,6 +187,7 @@ impl CheckerSet {
             state_machine_safety: false,
             committed_never_lost: false,
             linearizability: false,
+            atomicity: false,
         };
         *set.flag(kind) = true;
         set
@@ -193,6 +203,7 @@ impl CheckerSet {
             CheckerKind::StateMachineSafety => self.state_machine_safety,
             CheckerKind::CommittedNeverLost => self.committed_never_lost,
             CheckerKind::Linearizability => self.linearizability,
+            CheckerKind::Atomicity => self.atomicity,
             CheckerKind::Liveness
             | CheckerKind::Panic
             | CheckerKind::DriverContract
@@ -209,6 +220,7 @@ impl CheckerSet {
             CheckerKind::StateMachineSafety => &mut self.state_machine_safety,
             CheckerKind::CommittedNeverLost => &mut self.committed_never_lost,
             CheckerKind::Linearizability => &mut self.linearizability,
+            CheckerKind::Atomicity => &mut self.atomicity,
             other => panic!("{other} cannot be switched off"),
         }
     }

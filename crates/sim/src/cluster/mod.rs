@@ -175,17 +175,22 @@ pub enum SimFault {
     /// group's latest membership cut off: the others elect a leader and commit, but
     /// that voter never catches up.
     IsolateVoterForever,
+    /// The tree machine applies a transaction appending to two keys as an append to
+    /// the first key alone, one time in five (by log index): a transaction applied
+    /// in part. Only with `--machine tree`.
+    HalfTransactions,
 }
 
 impl SimFault {
     /// Every fault.
-    pub const ALL: [SimFault; 6] = [
+    pub const ALL: [SimFault; 7] = [
         SimFault::SendBeforePersist,
         SimFault::CrashLosesLastWrite,
         SimFault::CorruptPersistedEntry,
         SimFault::ReadBeforeApply,
         SimFault::PartitionForever,
         SimFault::IsolateVoterForever,
+        SimFault::HalfTransactions,
     ];
 
     /// The kebab-case name used on the command line.
@@ -197,6 +202,7 @@ impl SimFault {
             SimFault::ReadBeforeApply => "read-before-apply",
             SimFault::PartitionForever => "partition-forever",
             SimFault::IsolateVoterForever => "isolate-voter-forever",
+            SimFault::HalfTransactions => "half-transactions",
         }
     }
 
@@ -366,6 +372,8 @@ impl Machine {
 /// Makes every group's state machine, of [`SIM_KIND`].
 struct KvFactory {
     machine: Machine,
+    /// [`SimFault::HalfTransactions`].
+    half_transactions: bool,
     limits: ClientTableLimits,
 }
 
@@ -384,7 +392,7 @@ impl StateMachineFactory for KvFactory {
         }
         Ok(match self.machine {
             Machine::Kv => Box::new(Kv::new(self.limits)),
-            Machine::Tree => Box::new(TreeKv::new(self.limits)),
+            Machine::Tree => Box::new(TreeKv::new(self.limits, self.half_transactions)),
         })
     }
 }
@@ -609,6 +617,7 @@ impl Cluster {
                 .collect(),
             factory: Arc::new(KvFactory {
                 machine: options.machine,
+                half_transactions: options.sim_fault == Some(SimFault::HalfTransactions),
                 limits: options.client_table,
             }),
             trace,
@@ -852,7 +861,13 @@ impl Cluster {
 
     /// The value of `key` in node `id`'s primary group state machine.
     pub fn kv_get(&self, id: NodeId, key: &[u8]) -> Option<Bytes> {
-        let up = self.up_group(PRIMARY_GROUP, id)?;
+        self.kv_get_in(PRIMARY_GROUP, id, key)
+    }
+
+    /// The value of `key` in node `id`'s `group` state machine (`None` also when the
+    /// node does not run the group).
+    pub fn kv_get_in(&self, group: GroupId, id: NodeId, key: &[u8]) -> Option<Bytes> {
+        let up = self.up_group(group, id)?;
         let answer = up
             .applier
             .state_machine()

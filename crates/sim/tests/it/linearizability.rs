@@ -49,6 +49,26 @@ fn expect_linearizable(history: &History) {
     }
 }
 
+// Proves an append to two keys is checked in each key's history: seen on both, it
+// passes; acknowledged but missing from the second key's read, it is a violation of
+// that key.
+#[test]
+fn an_append_to_two_keys_is_checked_on_each() {
+    let both = || Op::AppendBoth {
+        key: Bytes::from("a"),
+        other: Bytes::from("b"),
+        suffix: Bytes::from("x;"),
+    };
+    let mut history = History::new();
+    completed(&mut history, 1, both(), (0, 1), Response::Ok);
+    completed(&mut history, 2, Op::get("a"), (2, 3), read("x;"));
+    completed(&mut history, 2, Op::get("b"), (4, 5), read("x;"));
+    expect_linearizable(&history);
+    completed(&mut history, 3, Op::get("b"), (6, 7), absent());
+    let violation = expect_violation(&history);
+    assert_eq!(violation.key, Bytes::from("b"), "{violation}");
+}
+
 // Proves that a sequential history of every kind of operation, including reads of an
 // absent key and of an empty append, passes.
 #[test]
@@ -496,6 +516,15 @@ fn stretched_history(plan: &[PlannedOp], corrupted: Option<usize>, unknowns_max:
     history
 }
 
+fn append(model: &mut BTreeMap<Bytes, Bytes>, key: &Bytes, suffix: &[u8]) {
+    let mut value = model
+        .get(key)
+        .map(|value| value.to_vec())
+        .unwrap_or_default();
+    value.extend_from_slice(suffix);
+    model.insert(key.clone(), Bytes::from(value));
+}
+
 /// Applies `op` to a plain map: the sequential specification.
 fn apply(model: &mut BTreeMap<Bytes, Bytes>, op: &Op) -> Response {
     match op {
@@ -505,12 +534,12 @@ fn apply(model: &mut BTreeMap<Bytes, Bytes>, op: &Op) -> Response {
         }
         Op::Get { key } => Response::Value(model.get(key).cloned()),
         Op::Append { key, suffix } => {
-            let mut value = model
-                .get(key)
-                .map(|value| value.to_vec())
-                .unwrap_or_default();
-            value.extend_from_slice(suffix);
-            model.insert(key.clone(), Bytes::from(value));
+            append(model, key, suffix);
+            Response::Ok
+        }
+        Op::AppendBoth { key, other, suffix } => {
+            append(model, key, suffix);
+            append(model, other, suffix);
             Response::Ok
         }
         Op::Cas { key, expected, new } => {
@@ -717,7 +746,8 @@ fn brute_force_linearizable(operations: &[SmallOperation]) -> bool {
         let response = operation.end.as_ref().and_then(|end| end.response.as_ref());
         match (&operation.op, response) {
             (Op::Put { value: new, .. }, _) => Some(Some(new.to_vec())),
-            (Op::Append { suffix, .. }, _) => {
+            // One key's view of an append to two keys is an append.
+            (Op::Append { suffix, .. } | Op::AppendBoth { suffix, .. }, _) => {
                 let mut appended = value.clone().unwrap_or_default();
                 appended.extend_from_slice(suffix);
                 Some(Some(appended))

@@ -2,7 +2,7 @@
 //! the checkers guard the driver contract, not only the core.
 
 use concord_sim::checkers::{CheckerKind, CheckerSet};
-use concord_sim::cluster::SimFault;
+use concord_sim::cluster::{Machine, SimFault};
 use concord_sim::params::Params;
 use concord_sim::run::RunOptions;
 use concord_sim::storage::StorageMode;
@@ -106,6 +106,19 @@ fn corrupt_persisted_entry_is_caught_by_log_matching_then_state_machine_safety()
 fn read_before_apply_is_caught_by_linearizability() {
     assert_caught_by(40, CheckerKind::Linearizability, |options| {
         options.sim_fault = Some(SimFault::ReadBeforeApply);
+    });
+}
+
+// Proves that a transaction on two keys applied to one of them only is caught by the
+// atomicity check (the pair of keys written only together differ on a node), which
+// linearizability, checking each key alone, may not see when the client gave up on
+// the transaction.
+#[test]
+fn half_transactions_are_caught_by_atomicity() {
+    assert_caught_by(10, CheckerKind::Atomicity, |options| {
+        options.machine = Machine::Tree;
+        options.sim_fault = Some(SimFault::HalfTransactions);
+        options.safety_ticks = Some(300);
     });
 }
 
