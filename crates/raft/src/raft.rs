@@ -273,7 +273,8 @@ impl<S: Storage> Raft<S> {
         }
         // Ordering rule (Raft paper Figure 2 "respond to RPCs only after updating stable
         // storage"): responses and vote requests depend on durable state. A leader's
-        // appends may go out before its own write (thesis §10.2.1).
+        // appends may go out before its own write (thesis §10.2.1), unless they carry a
+        // term not yet durable (`RawNode::ready` holds them back then).
         let after_persist = message.kind.is_response() || message.kind == MessageKind::RequestVote;
         if after_persist {
             self.messages_after_persist.push(message);

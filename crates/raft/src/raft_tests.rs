@@ -334,6 +334,46 @@ fn candidate_with_majority_becomes_leader_and_appends_no_op() {
     }
 }
 
+/// Raft paper Figure 2 ("respond to RPCs only after updating stable storage"), and
+/// etcd's Ready contract: nothing leaves before a new term and vote are durable. A
+/// sole voter wins its election with no round trip, so its first appends are in the
+/// Ready that makes its term durable; sent early, a crash losing that write lets it
+/// win the same term again with other entries at the same indexes, and a learner
+/// holding the first ones keeps a log that matches by (index, term) but differs
+/// (simulator seed 36320623670). Once the term is durable, a leader's appends go out
+/// at once again (thesis §10.2.1).
+#[test]
+fn a_sole_voter_sends_nothing_before_its_new_term_is_durable() {
+    let mut conf_state = ConfState::with_voters([1]);
+    conf_state.learners = vec![2];
+    let mut storage = MemStorage::with_conf_state(conf_state);
+    storage.set_hard_state(BOOT).unwrap();
+    let mut n = RawNode::new(&config(1), storage).unwrap();
+    n.campaign();
+    assert_eq!(n.role(), Role::Leader);
+    // A proposal taken in the same turn (as concord-group's driver does) makes the
+    // leader append to the learner in the Ready that carries its new term.
+    n.propose(Bytes::from_static(b"w")).unwrap();
+    let ready = handle_ready(&mut n);
+    let hard_state = ready.hard_state.expect("a new term to persist");
+    assert_eq!((hard_state.term, hard_state.vote), (BOOT.term + 1, 1));
+    assert!(ready.messages.is_empty(), "{:?}", kinds(&ready.messages));
+    assert_eq!(
+        kinds(&ready.persisted_messages),
+        vec![(MessageKind::Append, 2, BOOT.term + 1)]
+    );
+    let mut ack = Message::new(MessageKind::AppendResponse, 2, 1, BOOT.term + 1);
+    ack.index = n.status().last_index;
+    n.step(ack).unwrap();
+    n.propose(Bytes::from_static(b"x")).unwrap();
+    let ready = handle_ready(&mut n);
+    assert!(!ready.messages.is_empty());
+    assert!(kinds(&ready.messages)
+        .iter()
+        .all(|&kind| kind == (MessageKind::Append, 2, BOOT.term + 1)));
+    assert!(ready.persisted_messages.is_empty());
+}
+
 /// A node that stood down (its state machine stopped) steps down at once if it leads,
 /// never campaigns again, on its timeout or on a leader's `TimeoutNow`, and still
 /// grants its vote and acknowledges entries.

@@ -27,7 +27,8 @@ pub struct Ready {
     pub snapshot: Option<Snapshot>,
     /// Append these entries to the log, replacing any at the same indexes (step 1).
     pub entries: Vec<Entry>,
-    /// Send these now, before or while persisting (step 2).
+    /// Send these now, before or while persisting (step 2). Empty when `hard_state`
+    /// changes the term or vote: then every message waits in `persisted_messages`.
     pub messages: Vec<Message>,
     /// Send these only once step 1 is durable (step 2).
     pub persisted_messages: Vec<Message>,
@@ -268,6 +269,9 @@ impl<S: Storage> RawNode<S> {
             vote: raft.vote,
             commit: raft.log.committed(),
         };
+        // The term and vote this Ready makes durable, if they changed.
+        let new_term_or_vote = hard_state.term != self.previous_hard_state.term
+            || hard_state.vote != self.previous_hard_state.vote;
         if hard_state != self.previous_hard_state {
             #[allow(unused_mut)]
             let mut persisted = hard_state;
@@ -304,6 +308,19 @@ impl<S: Storage> RawNode<S> {
         }
         ready.messages = std::mem::take(&mut raft.messages);
         ready.persisted_messages = std::mem::take(&mut raft.messages_after_persist);
+        if new_term_or_vote && !ready.messages.is_empty() {
+            // Every message carries its sender's term; one sent before that term (and
+            // the vote that won it) is durable can outlive it. A crash that loses the
+            // write lets the node take the same term again with another log: a sole
+            // voter becomes leader with no round trip, and its first appends would
+            // reach learners in a term it then wins a second time with different
+            // entries at the same indexes (log matching broken; simulator seed
+            // 36320623670). So, as etcd's Ready contract says, nothing leaves before
+            // the new hard state is durable.
+            let mut after = std::mem::take(&mut ready.messages);
+            after.append(&mut ready.persisted_messages);
+            ready.persisted_messages = after;
+        }
         ready.read_states = std::mem::take(&mut raft.read_states);
         self.handed = Some(handed);
         ready
