@@ -22,7 +22,10 @@ pub enum Command {
 
 /// Guards, then the `then` operations if every guard holds, else the `otherwise`
 /// operations; all or nothing: if an operation fails, nothing of the transaction
-/// applies. The namespace revision grows by one if it changed anything.
+/// applies. The namespace revision grows by one if it changed anything. A read in a
+/// branch fails like any operation (a `Get` of a missing node fails the transaction,
+/// where etcd answers an empty range): guard it with `Exists` to read what may be
+/// missing.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Txn {
     /// Conditions on the state before the transaction.

@@ -121,7 +121,7 @@ pub enum ServiceError {
         error: Box<ServiceError>,
     },
     /// A command or query that is not well formed (bytes that do not decode, an
-    /// empty transaction, a list page of 0, ...).
+    /// list page of 0, another format version, ...).
     #[error("invalid request: {0}")]
     InvalidRequest(String),
 }

@@ -1,45 +1,96 @@
 //! How a node makes the service's state machines for the groups it hosts: the
 //! group's spec (kind and description, persisted with the group and handed to every
 //! replica, joiners included) says which and with what, so every replica of a
-//! namespace runs it with the same limits from its first entry.
+//! namespace runs it with the same limits and exactly-once table bounds from its
+//! first entry.
 
 use concord_group::{
     ClientTableLimits, GroupSpec, StateMachine, StateMachineError, StateMachineFactory,
 };
+
+use serde::{Deserialize, Serialize};
 
 use crate::command::{decode, encode};
 use crate::limits::Limits;
 use crate::meta::{Meta, MetaMachine};
 use crate::namespace::Namespace;
 
-/// The kind of a namespace's group; its description is the namespace's encoded
-/// [`Limits`].
+/// The kind of a namespace's group; its description is a [`NamespaceSpec`].
 pub const NAMESPACE_KIND: &str = "concord.namespace";
-/// The kind of the `meta` group; its description is the encoded bootstrap [`Meta`].
+/// The kind of the `meta` group; its description is a [`MetaSpec`].
 pub const META_KIND: &str = "concord.meta";
 
+/// The bounds of a group's exactly-once table, as a spec carries them: they decide
+/// what applies, so every replica takes them from the spec, not from its config.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableSpec {
+    /// [`ClientTableLimits::clients_max`].
+    pub clients_max: u32,
+    /// [`ClientTableLimits::unanswered_per_client_max`].
+    pub unanswered_per_client_max: u32,
+}
+
+impl From<ClientTableLimits> for TableSpec {
+    fn from(limits: ClientTableLimits) -> TableSpec {
+        TableSpec {
+            clients_max: limits.clients_max,
+            unanswered_per_client_max: limits.unanswered_per_client_max,
+        }
+    }
+}
+
+impl From<TableSpec> for ClientTableLimits {
+    fn from(spec: TableSpec) -> ClientTableLimits {
+        ClientTableLimits {
+            clients_max: spec.clients_max,
+            unanswered_per_client_max: spec.unanswered_per_client_max,
+        }
+    }
+}
+
+/// What a namespace's group is born with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamespaceSpec {
+    /// The namespace's limits.
+    pub limits: Limits,
+    /// Its exactly-once table's bounds.
+    pub table: TableSpec,
+}
+
+/// What the `meta` group is born with.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetaSpec {
+    /// The bootstrap state.
+    pub meta: Meta,
+    /// Its exactly-once table's bounds.
+    pub table: TableSpec,
+}
+
 /// The spec of a namespace's group.
-pub fn namespace_spec(limits: &Limits) -> GroupSpec {
+pub fn namespace_spec(limits: Limits, table: ClientTableLimits) -> GroupSpec {
     GroupSpec {
         kind: NAMESPACE_KIND.to_string(),
-        description: encode(limits),
+        description: encode(&NamespaceSpec {
+            limits,
+            table: table.into(),
+        }),
     }
 }
 
 /// The spec of the `meta` group, starting from `meta`.
-pub fn meta_spec(meta: &Meta) -> GroupSpec {
+pub fn meta_spec(meta: Meta, table: ClientTableLimits) -> GroupSpec {
     GroupSpec {
         kind: META_KIND.to_string(),
-        description: encode(meta),
+        description: encode(&MetaSpec {
+            meta,
+            table: table.into(),
+        }),
     }
 }
 
 /// Makes namespaces and the meta group from their specs.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct ServiceFactory {
-    /// Bounds of every group's exactly-once table.
-    pub table_limits: ClientTableLimits,
-}
+pub struct ServiceFactory;
 
 impl StateMachineFactory for ServiceFactory {
     fn create(
@@ -54,20 +105,20 @@ impl StateMachineFactory for ServiceFactory {
         };
         match spec.kind.as_str() {
             NAMESPACE_KIND => {
-                let limits: Limits =
-                    decode(&spec.description).map_err(|e| unreadable("limits", e))?;
-                Ok(Box::new(Namespace::new(limits, self.table_limits)))
+                let spec: NamespaceSpec =
+                    decode(&spec.description).map_err(|e| unreadable("spec", e))?;
+                Ok(Box::new(Namespace::new(spec.limits, spec.table.into())))
             }
             META_KIND => {
-                let meta: Meta =
-                    decode(&spec.description).map_err(|e| unreadable("bootstrap state", e))?;
-                Ok(Box::new(MetaMachine::new(meta, self.table_limits)))
+                let spec: MetaSpec =
+                    decode(&spec.description).map_err(|e| unreadable("spec", e))?;
+                Ok(Box::new(MetaMachine::new(spec.meta, spec.table.into())))
             }
             // A node added to a group starts with no kind until a snapshot comes; the
-            // snapshot replaces this empty namespace, limits included.
+            // snapshot replaces this empty namespace, limits and table included.
             "" => Ok(Box::new(Namespace::new(
                 Limits::default(),
-                self.table_limits,
+                ClientTableLimits::default(),
             ))),
             other => Err(StateMachineError(format!(
                 "group {group}: unknown kind {other:?}; this server runs {NAMESPACE_KIND:?} \
@@ -85,19 +136,24 @@ mod tests {
     // its bootstrap state, and an unknown kind is refused by name.
     #[test]
     fn specs_make_the_state_machines_they_describe() {
-        let factory = ServiceFactory::default();
+        let factory = ServiceFactory;
         let limits = Limits {
             value_bytes_max: 7,
             ..Limits::default()
         };
-        let namespace = factory.create(5, &namespace_spec(&limits)).unwrap();
+        let table = ClientTableLimits {
+            clients_max: 3,
+            unanswered_per_client_max: 2,
+        };
+        let namespace = factory.create(5, &namespace_spec(limits, table)).unwrap();
         let mut snapshot = Vec::new();
         namespace.snapshot(&mut snapshot).unwrap();
         let mut restored = Namespace::new(Limits::default(), ClientTableLimits::default());
         restored.restore(&mut snapshot.as_slice()).unwrap();
         assert_eq!(restored.tree().limits(), &limits);
+        assert_eq!(restored.table().limits(), table);
         let meta = Meta::bootstrap(vec![(1, "n1".into(), "a:1".into())], 3);
-        let machine = factory.create(1, &meta_spec(&meta)).unwrap();
+        let machine = factory.create(1, &meta_spec(meta.clone(), table)).unwrap();
         let queried: Meta = decode(&machine.query(bytes::Bytes::new()).unwrap()).unwrap();
         assert_eq!(queried, meta);
         let error = factory.create(9, &GroupSpec::new("other")).err().unwrap();
@@ -105,6 +161,6 @@ mod tests {
             error.to_string().contains("unknown kind \"other\""),
             "{error}"
         );
-        assert!(namespace_spec(&limits).validate().is_ok());
+        assert!(namespace_spec(limits, table).validate().is_ok());
     }
 }

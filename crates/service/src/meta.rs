@@ -108,10 +108,17 @@ pub enum MetaCommand {
         /// Its name.
         name: String,
     },
-    /// Records a namespace's new members (after a replacement).
+    /// Records a namespace's new members (after a replacement), if it is still the
+    /// same namespace (`group`) with the members the change started from (`from`):
+    /// a namespace deleted and created again, or a change another reconciler made
+    /// first, refuses it.
     SetMembers {
         /// The namespace.
         name: String,
+        /// Its raft group.
+        group: u64,
+        /// Its members as the change found them.
+        from: Vec<NodeId>,
         /// Its members now.
         members: Vec<NodeId>,
     },
@@ -388,11 +395,38 @@ impl Meta {
                     .map(Some)
                     .ok_or_else(|| MetaError::NoSuchNamespace(name.clone()))
             }
-            MetaCommand::SetMembers { name, members } => {
+            MetaCommand::SetMembers {
+                name,
+                group,
+                from,
+                members,
+            } => {
                 let record = self
                     .namespaces
-                    .get_mut(name)
+                    .get(name)
+                    .filter(|record| record.group == *group)
                     .ok_or_else(|| MetaError::NoSuchNamespace(name.clone()))?;
+                if record.members != *from {
+                    return Err(MetaError::InvalidPlacement(format!(
+                        "namespace {name:?} has members {:?}, not {from:?}: changed since",
+                        record.members
+                    )));
+                }
+                let mut sorted = members.clone();
+                sorted.sort();
+                sorted.dedup();
+                if sorted.len() != members.len()
+                    || members.is_empty()
+                    || members.len() > REPLICAS_MAX as usize
+                {
+                    return Err(MetaError::InvalidPlacement(format!(
+                        "name 1 to {REPLICAS_MAX} distinct nodes, not {members:?}"
+                    )));
+                }
+                if let Some(unknown) = members.iter().find(|id| !self.nodes.contains_key(id)) {
+                    return Err(MetaError::NoSuchNode(*unknown));
+                }
+                let record = self.namespaces.get_mut(name).expect("found above");
                 record.members = members.clone();
                 Ok(Some(record.clone()))
             }
@@ -564,6 +598,41 @@ mod tests {
         let mut small = cluster(3);
         small.apply(&MetaCommand::RemoveNode { id: 3 }).unwrap();
         assert_eq!(small.plan_repairs(0, 1000), vec![]);
+    }
+
+    // Proves a membership record applies only to the namespace and members it was
+    // planned from, and only with known, distinct nodes.
+    #[test]
+    fn set_members_is_a_compare_and_set() {
+        let mut meta = cluster(4);
+        let group = meta.namespaces()[DEFAULT_NAMESPACE].group;
+        let set = |group, from: Vec<NodeId>, members: Vec<NodeId>| MetaCommand::SetMembers {
+            name: DEFAULT_NAMESPACE.into(),
+            group,
+            from,
+            members,
+        };
+        assert_eq!(
+            meta.apply(&set(group + 9, vec![1, 2, 3], vec![1, 2, 4])),
+            Err(MetaError::NoSuchNamespace(DEFAULT_NAMESPACE.into()))
+        );
+        assert!(meta.apply(&set(group, vec![1, 2], vec![1, 2, 4])).is_err());
+        assert!(meta
+            .apply(&set(group, vec![1, 2, 3], vec![1, 1, 4]))
+            .is_err());
+        assert_eq!(
+            meta.apply(&set(group, vec![1, 2, 3], vec![1, 2, 9])),
+            Err(MetaError::NoSuchNode(9))
+        );
+        let record = meta
+            .apply(&set(group, vec![1, 2, 3], vec![1, 2, 4]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(record.members, [1, 2, 4]);
+        // The same change planned twice applies once.
+        assert!(meta
+            .apply(&set(group, vec![1, 2, 3], vec![1, 2, 4]))
+            .is_err());
     }
 
     // Proves node names stay unique and a returning node may keep its own.
