@@ -862,12 +862,15 @@ impl Tree {
             }
             ReadOp::Stat { path } => Ok(ReadResult::Stat(found(path)?.stat())),
             ReadOp::List { path, after, limit } => {
-                if *limit == 0 || *limit > self.limits.list_page_entries_max {
-                    return Err(ServiceError::InvalidRequest(format!(
-                        "a list page holds 1 to {} entries (list_page_entries_max), not {limit}",
-                        self.limits.list_page_entries_max
-                    )));
+                if *limit == 0 {
+                    return Err(ServiceError::InvalidRequest(
+                        "a list page holds at least 1 entry, not 0".into(),
+                    ));
                 }
+                Limit::ListPageEntries.check(
+                    u64::from(self.limits.list_page_entries_max),
+                    u64::from(*limit),
+                )?;
                 let node = found(path)?;
                 if node.value.kind() != NodeKind::Dir {
                     return Err(ServiceError::NotADirectory {

@@ -529,8 +529,15 @@ impl Model {
                 Ok(ReadResult::Stat(stat_of(state, path.as_str())))
             }
             ReadOp::List { path, after, limit } => {
-                if *limit == 0 || *limit > self.limits.list_page_entries_max {
+                if *limit == 0 {
                     return Err(ServiceError::InvalidRequest(String::new()));
+                }
+                if *limit > self.limits.list_page_entries_max {
+                    return Err(ServiceError::LimitExceeded {
+                        limit: Limit::ListPageEntries,
+                        max: u64::from(self.limits.list_page_entries_max),
+                        actual: u64::from(*limit),
+                    });
                 }
                 let node = state
                     .get(path.as_str())
