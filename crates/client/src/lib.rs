@@ -20,6 +20,7 @@
 //!   `propose_batches_in_flight_max` calls outstanding. A lone proposal goes at once.
 #![deny(missing_docs)]
 
+pub mod service;
 mod session;
 
 use std::collections::HashMap;
@@ -40,6 +41,7 @@ use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
+pub use crate::service::ServiceClient;
 use crate::session::Session;
 
 /// A [`RaftClient`]'s limits and timings.
@@ -110,6 +112,9 @@ struct ClientInner {
     channels: Mutex<HashMap<String, Channel>>,
     /// Per group, the address of the node that last answered a call successfully.
     leaders: Mutex<HashMap<GroupId, String>>,
+    /// Per group, the addresses of the nodes that host it, when the caller said
+    /// ([`RaftClient::set_route`]): calls go only there.
+    routes: Mutex<HashMap<GroupId, Vec<String>>>,
     /// Per address, the queue of its proposal batcher task.
     batchers: Mutex<HashMap<String, mpsc::UnboundedSender<Queued>>>,
     /// Per group, the exactly-once session.
@@ -195,6 +200,7 @@ impl RaftClient {
                 addresses: Mutex::new(ordered),
                 channels: Mutex::new(channels),
                 leaders: Mutex::new(HashMap::new()),
+                routes: Mutex::new(HashMap::new()),
                 batchers: Mutex::new(HashMap::new()),
                 sessions: Mutex::new(HashMap::new()),
             }),
@@ -207,12 +213,39 @@ impl RaftClient {
     }
 
     /// Where calls for `group` go first: the last node that answered for it, else the
-    /// first known address.
+    /// first of its route, else the first known address.
     pub fn address_for(&self, group: GroupId) -> String {
-        lock(&self.inner.leaders)
+        if let Some(address) = lock(&self.inner.leaders).get(&group) {
+            return address.clone();
+        }
+        if let Some(first) = lock(&self.inner.routes).get(&group).and_then(|r| r.first()) {
+            return first.clone();
+        }
+        lock(&self.inner.addresses)[0].clone()
+    }
+
+    /// Says which nodes host `group` (their addresses): from now on its calls go only
+    /// to them, a node that answers `GroupNotFound` or cannot be reached passes the
+    /// call to the next of them, and `NotLeader` redirects are followed as ever. For
+    /// clusters where not every node hosts every group (the coordination service's
+    /// namespaces). An empty list forgets the route.
+    pub fn set_route(&self, group: GroupId, addresses: Vec<String>) {
+        for address in &addresses {
+            self.learn_address(address);
+        }
+        let mut leaders = lock(&self.inner.leaders);
+        let mut routes = lock(&self.inner.routes);
+        if addresses.is_empty() {
+            routes.remove(&group);
+            return;
+        }
+        if leaders
             .get(&group)
-            .cloned()
-            .unwrap_or_else(|| lock(&self.inner.addresses)[0].clone())
+            .is_some_and(|leader| !addresses.contains(leader))
+        {
+            leaders.remove(&group);
+        }
+        routes.insert(group, addresses);
     }
 
     /// The exactly-once id this client has with `group`, if it registered.
@@ -664,21 +697,48 @@ impl RaftClient {
                 self.learn_address(&leader_address);
                 Ok(leader_address)
             }
+            // A node outside the group's route: another host knows more.
+            ApiError::GroupNotFound { .. } if *redirects < self.inner.config.redirects_max => {
+                match self.next_in_route(group, address) {
+                    Some(next) => {
+                        *redirects += 1;
+                        Ok(next)
+                    }
+                    None => Err(error),
+                }
+            }
             error => {
                 if matches!(
                     error,
                     ApiError::NotLeader { .. } | ApiError::Unavailable(_) | ApiError::Timeout
                 ) {
                     // What we knew about the leader is stale: try elsewhere next time.
+                    // A routed group stays on its route.
+                    let routed = lock(&self.inner.routes).contains_key(&group);
+                    let next = if routed {
+                        self.next_in_route(group, address)
+                    } else {
+                        self.next_address(address)
+                    };
                     let mut leaders = lock(&self.inner.leaders);
                     leaders.remove(&group);
-                    if let Some(next) = self.next_address(address) {
+                    if let Some(next) = next {
                         leaders.insert(group, next);
                     }
                 }
                 Err(error)
             }
         }
+    }
+
+    /// The host of `group` after `address` in its route, round the list; `None`
+    /// without a route of two hosts or more.
+    fn next_in_route(&self, group: GroupId, address: &str) -> Option<String> {
+        let routes = lock(&self.inner.routes);
+        let route = routes.get(&group).filter(|route| route.len() >= 2)?;
+        let position = route.iter().position(|known| known == address);
+        let next = position.map_or(0, |position| (position + 1) % route.len());
+        Some(route[next].clone())
     }
 
     /// The known address after `address`, round the list; `None` when it is the only

@@ -14,8 +14,8 @@ use crate::Exit;
     version,
     about = "concord: a strongly consistent coordination and storage system",
     long_about = "concord: a strongly consistent coordination and storage system.\n\n\
-        This binary has one command so far, `inspect`; `server`, `dev`, `admin`, \
-        `shell` and `bench` are coming.",
+        `server` runs a node of a cluster; `inspect` shows what a stopped node has on \
+        disk. `dev`, `admin`, `shell` and `bench` are coming.",
     after_help = "Exit codes: 0 success, 1 failure, 2 usage error, 3 not found, 4 data \
         directory in use, 5 outcome unknown (more with '--help')",
     after_long_help = Exit::help(),
@@ -31,6 +31,23 @@ pub struct Cli {
 /// A `concord` command.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run a node of a concord cluster
+    #[command(
+        long_about = "Run a node of a concord cluster: it founds the cluster with the \
+            other founders (--initial-cluster), joins one through a member (--join), or \
+            resumes the cluster its data directory holds. It hosts the meta namespace \
+            (on the first five nodes) and the namespaces placed on it, and serves the \
+            concord.v1 API (Tree, Namespaces) and the Raft API on its listen address.\n\n\
+            Prints `listening ADDRESS`, `metrics ADDRESS` (when on), how it became a \
+            member (founded, joined, resumed), then `ready`. Stops gracefully on \
+            SIGTERM or ctrl-c; the same command resumes it.",
+        after_long_help = "Examples:\n  \
+            concord server --id 1 --data-dir n1 --listen 127.0.0.1:7001 \\\n    \
+            --initial-cluster n1=1@127.0.0.1:7001,n2=2@127.0.0.1:7002,n3=3@127.0.0.1:7003\n  \
+            concord server --id 4 --data-dir n4 --listen 127.0.0.1:7004 --join 127.0.0.1:7001\n  \
+            concord server --config node.toml"
+    )]
+    Server(ServerArgs),
     /// Show what a stopped node has on disk: groups, hard state, membership, log
     /// bounds, snapshots and entries
     #[command(
@@ -47,6 +64,39 @@ pub enum Command {
             concord inspect /var/lib/concord/n1 --no-entries --json"
     )]
     Inspect(InspectArgs),
+}
+
+/// Arguments of `concord server`. Flags override the config file.
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// The config file (TOML; crates/concord/server.example.toml lists every field)
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// This node's id (node.node_id), 1 or more
+    #[arg(long, value_name = "ID")]
+    pub id: Option<u64>,
+    /// This node's name (name); default n<ID>
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Data directory (node.data_dir)
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address to listen on for peers and clients, host:port (node.listen_address)
+    #[arg(long, value_name = "ADDRESS")]
+    pub listen: Option<String>,
+    /// Address others reach this node at (node.advertise_address)
+    #[arg(long, value_name = "ADDRESS")]
+    pub advertise: Option<String>,
+    /// Address of the metrics endpoint, host:port (node.metrics_address)
+    #[arg(long, value_name = "ADDRESS")]
+    pub metrics: Option<String>,
+    /// Found a new cluster with these members: NAME=ID@HOST:PORT, comma-separated
+    /// (initial_cluster)
+    #[arg(long, value_name = "MEMBERS", value_delimiter = ',')]
+    pub initial_cluster: Vec<String>,
+    /// Join the cluster through the member at this address (join)
+    #[arg(long, value_name = "ADDRESS", conflicts_with = "initial_cluster")]
+    pub join: Option<String>,
 }
 
 /// Arguments of `concord inspect`.
@@ -124,7 +174,9 @@ mod tests {
         assert!(parse_entries_limit("some").is_err());
         let parse = |args: &[&str]| {
             let cli = Cli::try_parse_from(args).unwrap();
-            let Command::Inspect(inspect) = cli.command;
+            let Command::Inspect(inspect) = cli.command else {
+                panic!("not inspect")
+            };
             inspect.entries_per_group_max()
         };
         assert_eq!(parse(&["concord", "inspect", "d"]), Some(20));

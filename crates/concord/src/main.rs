@@ -4,7 +4,12 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let stdout = std::io::stdout();
-    let stderr = std::io::stderr();
-    concord::run(std::env::args_os(), &mut stdout.lock(), &mut stderr.lock()).into()
+    // Not locked for the whole run: a server's log lines go to stderr from other
+    // threads meanwhile.
+    concord::run(
+        std::env::args_os(),
+        &mut std::io::stdout(),
+        &mut std::io::stderr(),
+    )
+    .into()
 }

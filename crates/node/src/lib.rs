@@ -25,8 +25,8 @@ pub use concord_types::{
 };
 pub use config::{ConfigError, NodeConfig};
 pub use node::{
-    FaultHooks, GroupHandle, Node, NodeBuilder, NodeError, NodeHandle, TransportMaker, TypedGroup,
-    DEFAULT_GROUP,
+    FaultHooks, GroupHandle, MakeServices, Node, NodeBuilder, NodeError, NodeHandle,
+    TransportMaker, TypedGroup, DEFAULT_GROUP,
 };
 pub use storage::StorageBackend;
 

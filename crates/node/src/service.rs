@@ -187,19 +187,23 @@ impl<A: RaftApi> RaftService<A> {
     }
 }
 
-/// Runs a node's gRPC server on `listener`: the peer transport and the client service
-/// side by side, until `shutdown` completes. Then it ends the peer streams (which
+/// Runs a node's gRPC server on `listener`: the peer transport, the client service and
+/// the `extra` services side by side, until `shutdown` completes. Then it ends the peer streams (which
 /// never end on their own) and waits for in-flight requests to finish.
 pub async fn serve<A: RaftApi>(
     listener: TcpListener,
     transport: TransportServer,
     api: RaftService<A>,
+    extra: tonic::service::Routes,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let closer = transport.clone();
-    server_builder(transport.config())
+    let config = transport.config().clone();
+    let routes = extra
         .add_service(transport.into_service())
-        .add_service(api.into_service())
+        .add_service(api.into_service());
+    server_builder(&config)
+        .add_routes(routes)
         .serve_with_incoming_shutdown(accepted_without_delay(listener), async move {
             shutdown.await;
             closer.close_streams();

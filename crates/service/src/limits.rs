@@ -10,6 +10,7 @@ use crate::error::ServiceError;
 
 /// A namespace's limits. Each field's name is the name its error gives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Limits {
     /// Largest blob value, set member or queue item, in bytes.
     pub value_bytes_max: u32,

@@ -251,6 +251,12 @@ impl Meta {
         &self.nodes
     }
 
+    /// The group the next namespace gets: every group a namespace ever had is below
+    /// it.
+    pub fn next_group(&self) -> u64 {
+        self.next_group
+    }
+
     /// The namespaces (not `meta`).
     pub fn namespaces(&self) -> &BTreeMap<String, NamespaceRecord> {
         &self.namespaces

@@ -1,5 +1,7 @@
-//! Integration tests of the `concord` binary: each builds what it needs on disk with
-//! concord-storage, runs the real binary, and checks its output and exit code.
+//! Integration tests of the `concord` binary: `inspect` on what concord-storage wrote,
+//! and `server` as real processes on loopback driven through concord-client.
 
+mod cluster;
 mod inspect;
+mod server;
 mod support;

@@ -137,6 +137,7 @@ impl Node {
             loop_on_runtime: false,
             exactly_once: true,
             fault_hooks: None,
+            services: None,
         }
     }
 }
@@ -152,7 +153,11 @@ pub struct NodeBuilder {
     loop_on_runtime: bool,
     exactly_once: bool,
     fault_hooks: Option<Arc<FaultHooks>>,
+    services: Option<MakeServices>,
 }
+
+/// Makes the further gRPC services a node serves beside its own, from its handle.
+pub type MakeServices = Box<dyn FnOnce(&NodeHandle) -> tonic::service::Routes + Send>;
 
 impl NodeBuilder {
     /// Uses `storage` instead of opening the log in `config.data_dir`.
@@ -206,6 +211,17 @@ impl NodeBuilder {
     /// Plants `hooks` in the node's client service (tests only).
     pub fn fault_hooks(mut self, hooks: Arc<FaultHooks>) -> Self {
         self.fault_hooks = Some(hooks);
+        self
+    }
+
+    /// Serves the gRPC services `make` returns on the node's port too, beside the
+    /// peer transport and the `Raft` client service (an application's own API, say).
+    /// `make` runs once the node's handle exists, before the port accepts calls.
+    pub fn services(
+        mut self,
+        make: impl FnOnce(&NodeHandle) -> tonic::service::Routes + Send + 'static,
+    ) -> Self {
+        self.services = Some(Box::new(make));
         self
     }
 
@@ -424,12 +440,13 @@ impl NodeBuilder {
             let api = RaftService::from_arc(Arc::new(handle.clone()))
                 .request_bytes_max(config.request_bytes_max as usize)
                 .propose_batch_max(config.propose_batch_max as usize);
+            let extra = self.services.map(|make| make(&handle)).unwrap_or_default();
             let mut signal = shutdown_signal.clone();
             let task = runtime.spawn(async move {
                 let stop = async move {
                     let _ = signal.wait_for(|stop| *stop).await;
                 };
-                if let Err(error) = serve(listener, server, api, stop).await {
+                if let Err(error) = serve(listener, server, api, extra, stop).await {
                     tracing::error!(node = node_id, %error, "gRPC server failed");
                 }
             });

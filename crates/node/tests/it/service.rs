@@ -281,9 +281,15 @@ impl Served {
             TransportServer::new(id, config, sender, Arc::new(TransportMetrics::default()));
         let service = adjust(RaftService::from_arc(node.clone()));
         let server = RunningServer::spawn(move |stopped| {
-            serve(listener, transport, service, async move {
-                let _ = stopped.await;
-            })
+            serve(
+                listener,
+                transport,
+                service,
+                Default::default(),
+                async move {
+                    let _ = stopped.await;
+                },
+            )
         });
         Served { node, server }
     }

@@ -1,0 +1,204 @@
+//! Real `concord server` processes on loopback for the tests: ports chosen by the OS
+//! (the first node founds the cluster alone on port 0, the others join it), what
+//! they print read line by line, and a guard that kills (SIGKILL) and reaps every
+//! process when dropped — when a test passes, fails or panics.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use concord_client::service::ServiceClient;
+use concord_client::ClientConfig;
+
+/// The binary under test.
+pub const CONCORD: &str = env!("CARGO_BIN_EXE_concord");
+
+/// How long a node may take to print a line it is about to print (start, join).
+const STARTUP_BOUND: Duration = Duration::from_secs(30);
+
+/// A running (or stopped) `concord server`. Dropping it kills and reaps the process.
+pub struct Server {
+    /// Its node id.
+    pub id: u64,
+    /// Where it listens (the address it printed).
+    pub address: String,
+    args: Vec<String>,
+    child: Option<Child>,
+    lines: mpsc::Receiver<String>,
+    log: PathBuf,
+}
+
+impl Server {
+    /// Starts `concord server --id ID --data-dir DIR/nID` plus `extra`, listening
+    /// on `listen`, and waits until it printed `ready`; returns it and how it became
+    /// a member.
+    pub fn start(dir: &Path, id: u64, listen: &str, extra: &[String]) -> (Server, String) {
+        let mut args: Vec<String> = vec![
+            "server".into(),
+            "--id".into(),
+            id.to_string(),
+            "--data-dir".into(),
+            dir.join(format!("n{id}")).display().to_string(),
+        ];
+        args.extend(extra.iter().cloned());
+        let mut server = Server {
+            id,
+            address: String::new(),
+            args,
+            child: None,
+            lines: mpsc::channel().1,
+            log: dir.join(format!("n{id}.log")),
+        };
+        let membership = server.spawn(listen);
+        (server, membership)
+    }
+
+    fn spawn(&mut self, listen: &str) -> String {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("opening the node's log");
+        let mut child = Command::new(CONCORD)
+            .args(&self.args)
+            .args(["--listen", listen])
+            .env("CONCORD_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("spawning concord server");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (sender, receiver) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        self.child = Some(child);
+        self.lines = receiver;
+        let listening = self.expect_line("listening ");
+        self.address = listening["listening ".len()..].to_string();
+        let membership = self.expect_line("");
+        assert_eq!(self.expect_line(""), "ready", "node {}", self.id);
+        membership
+    }
+
+    /// Waits for the next line printed that starts with `prefix` (skipping others).
+    fn expect_line(&mut self, prefix: &str) -> String {
+        let deadline = Instant::now() + STARTUP_BOUND;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.starts_with(prefix) => return line,
+                Ok(_) => {}
+                Err(error) => panic!(
+                    "node {}: no line starting with {prefix:?} ({error:?}); its log:\n{}",
+                    self.id,
+                    self.log_tail()
+                ),
+            }
+        }
+    }
+
+    /// Kills the process with SIGKILL and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the process to exit by itself.
+    pub fn terminate(&mut self) {
+        let child = self.child.as_mut().expect("the node runs");
+        // SAFETY: our own child, not yet reaped, so the id is still ours.
+        assert_eq!(
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) },
+            0
+        );
+        let deadline = Instant::now() + STARTUP_BOUND;
+        while child.try_wait().expect("waiting for the node").is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "node {} did not stop on SIGTERM; its log:\n{}",
+                self.id,
+                self.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.child = None;
+    }
+
+    /// Starts the node again on the same address; answers how it became a member.
+    pub fn restart(&mut self) -> String {
+        assert!(self.child.is_none(), "node {} still runs", self.id);
+        let address = self.address.clone();
+        self.spawn(&address)
+    }
+
+    /// The last lines of the node's log.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A cluster of `size` servers: node 1 founds it alone, the others join through it.
+pub struct Cluster {
+    /// The servers, node 1 first.
+    pub servers: Vec<Server>,
+    /// Their data directories' parent, removed with the cluster.
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Starts the cluster and waits until every node is ready.
+    pub fn start(size: u64) -> Cluster {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let (first, membership) = Server::start(
+            dir.path(),
+            1,
+            "127.0.0.1:0",
+            &["--initial-cluster".into(), "n1=1@127.0.0.1:0".into()],
+        );
+        assert_eq!(membership, "founded");
+        let join = first.address.clone();
+        let mut servers = vec![first];
+        for id in 2..=size {
+            let (server, membership) = Server::start(
+                dir.path(),
+                id,
+                "127.0.0.1:0",
+                &["--join".into(), join.clone()],
+            );
+            assert_eq!(membership, "joined");
+            servers.push(server);
+        }
+        Cluster { servers, _dir: dir }
+    }
+
+    /// Every node's address.
+    pub fn addresses(&self) -> Vec<String> {
+        self.servers.iter().map(|s| s.address.clone()).collect()
+    }
+
+    /// A client knowing every node, retrying for up to 30 s.
+    pub async fn client(&self) -> ServiceClient {
+        ServiceClient::connect(self.addresses(), ClientConfig::default())
+            .await
+            .expect("connecting to the cluster")
+    }
+}
