@@ -2,6 +2,7 @@
 //! and `server` as real processes on loopback driven through concord-client.
 
 mod cluster;
+mod failover;
 mod inspect;
 mod server;
 mod support;
