@@ -49,7 +49,9 @@ async fn bad_input_gets_clear_errors_and_changes_nothing() {
     let before = revision(&client).await;
 
     // The typed API: each malformed request named for what is wrong.
-    let mut tree = TreeClient::connect(format!("http://{address}")).await.unwrap();
+    let mut tree = TreeClient::connect(format!("http://{address}"))
+        .await
+        .unwrap();
     let txn = |namespace: &str, op: proto::op::Op| proto::TxnRequest {
         namespace: namespace.to_string(),
         id: None,
@@ -73,7 +75,11 @@ async fn bad_input_gets_clear_errors_and_changes_nothing() {
         matches!(error.kind, Some(proto::service_error::Kind::InvalidPath(_))),
         "{error:?}"
     );
-    assert!(error.message.contains("no/leading/slash"), "{}", error.message);
+    assert!(
+        error.message.contains("no/leading/slash"),
+        "{}",
+        error.message
+    );
     let empty_op = tree
         .txn(proto::TxnRequest {
             then: vec![proto::Op { op: None }],
@@ -94,7 +100,11 @@ async fn bad_input_gets_clear_errors_and_changes_nothing() {
         .await
         .unwrap_err();
     assert_eq!(unknown.code(), Code::NotFound);
-    assert!(unknown.message().contains("nowhere"), "{}", unknown.message());
+    assert!(
+        unknown.message().contains("nowhere"),
+        "{}",
+        unknown.message()
+    );
     let meta = tree
         .query(proto::QueryRequest {
             namespace: "meta".into(),
@@ -133,7 +143,9 @@ async fn bad_input_gets_clear_errors_and_changes_nothing() {
             *byte = seed as u8;
         }
         let mut stream = TcpStream::connect(&address).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
         let _ = stream.write_all(&garbage);
         let mut answer = Vec::new();
         // The server answers with an HTTP/2 GOAWAY or closes: either way it ends.

@@ -24,6 +24,8 @@ pub struct Server {
     pub id: u64,
     /// Where it listens (the address it printed).
     pub address: String,
+    program: String,
+    environment: Vec<(String, String)>,
     args: Vec<String>,
     child: Option<Child>,
     lines: mpsc::Receiver<String>,
@@ -35,21 +37,41 @@ impl Server {
     /// on `listen`, and waits until it printed `ready`; returns it and how it became
     /// a member.
     pub fn start(dir: &Path, id: u64, listen: &str, extra: &[String]) -> (Server, String) {
+        let environment = vec![("CONCORD_LOG".to_string(), "info".to_string())];
+        Server::start_program(CONCORD, "server", environment, dir, id, listen, extra)
+    }
+
+    /// Starts `program SUBCOMMAND --id ID --data-dir DIR/nID` plus `extra` with
+    /// `environment`, listening on `listen` (a server that prints as `concord server`
+    /// does: `listening`, how it became a member, `ready`).
+    pub fn start_program(
+        program: &str,
+        subcommand: &str,
+        environment: Vec<(String, String)>,
+        dir: &Path,
+        id: u64,
+        listen: &str,
+        extra: &[String],
+    ) -> (Server, String) {
         let mut args: Vec<String> = vec![
-            "server".into(),
+            subcommand.into(),
             "--id".into(),
             id.to_string(),
             "--data-dir".into(),
-            dir.join(format!("n{id}")).display().to_string(),
+            dir.join(format!("{subcommand}-n{id}"))
+                .display()
+                .to_string(),
         ];
         args.extend(extra.iter().cloned());
         let mut server = Server {
             id,
             address: String::new(),
+            program: program.to_string(),
+            environment,
             args,
             child: None,
             lines: mpsc::channel().1,
-            log: dir.join(format!("n{id}.log")),
+            log: dir.join(format!("{subcommand}-n{id}.log")),
         };
         let membership = server.spawn(listen);
         (server, membership)
@@ -61,15 +83,15 @@ impl Server {
             .append(true)
             .open(&self.log)
             .expect("opening the node's log");
-        let mut child = Command::new(CONCORD)
+        let mut child = Command::new(&self.program)
             .args(&self.args)
             .args(["--listen", listen])
-            .env("CONCORD_LOG", "info")
+            .envs(self.environment.iter().cloned())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
-            .expect("spawning concord server");
+            .expect("spawning the server");
         let stdout = child.stdout.take().expect("piped stdout");
         let (sender, receiver) = mpsc::channel();
         std::thread::spawn(move || {
@@ -104,6 +126,12 @@ impl Server {
                 ),
             }
         }
+    }
+
+    /// The process id, while it runs.
+    #[allow(dead_code)] // The benchmark's.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Kills the process with SIGKILL and reaps it.
