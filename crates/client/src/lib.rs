@@ -17,9 +17,11 @@
 //!   success.
 //! - **Batching.** Concurrent proposals to one node travel together: a batcher task
 //!   per address sends whatever is queued as one `ProposeBatch` call, with at most
-//!   `propose_batches_in_flight_max` calls outstanding. A lone proposal goes at once.
+//!   `propose_batches_in_flight_max` calls outstanding; concurrent reads likewise as
+//!   `ReadBatch` calls. A lone request goes at once.
 #![deny(missing_docs)]
 
+mod batch;
 pub mod service;
 mod session;
 
@@ -36,11 +38,12 @@ pub use concord_types::{
     ApiError, ClientId, GroupHealth, GroupId, GroupStatus, JoinTicket, Member, MemberRole, NodeId,
     ProposeResponse, ReadMode, ReadResponse, RequestId,
 };
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
+use crate::batch::{Batchers, Kind, Proposals, Queued, Reads};
 pub use crate::service::ServiceClient;
 use crate::session::Session;
 
@@ -116,15 +119,11 @@ struct ClientInner {
     /// ([`RaftClient::set_route`]): calls go only there.
     routes: Mutex<HashMap<GroupId, Vec<String>>>,
     /// Per address, the queue of its proposal batcher task.
-    batchers: Mutex<HashMap<String, mpsc::UnboundedSender<Queued>>>,
+    batchers: Batchers<Proposals>,
+    /// Per address, the queue of its read batcher task.
+    read_batchers: Batchers<Reads>,
     /// Per group, the exactly-once session.
     sessions: Mutex<HashMap<GroupId, SessionSlot>>,
-}
-
-/// A proposal waiting for its batch.
-struct Queued {
-    request: proto::ProposeRequest,
-    reply: oneshot::Sender<Result<proto::ProposeResponse, ApiError>>,
 }
 
 impl RaftClient {
@@ -202,6 +201,7 @@ impl RaftClient {
                 leaders: Mutex::new(HashMap::new()),
                 routes: Mutex::new(HashMap::new()),
                 batchers: Mutex::new(HashMap::new()),
+                read_batchers: Mutex::new(HashMap::new()),
                 sessions: Mutex::new(HashMap::new()),
             }),
         })
@@ -427,7 +427,7 @@ impl RaftClient {
             })
             .await?
         } else {
-            self.propose_batched(group, request).await?
+            self.batched(&self.inner.batchers, group, request).await?
         };
         Ok(ProposeResponse {
             response: response.response,
@@ -436,13 +436,14 @@ impl RaftClient {
         })
     }
 
-    /// Hands `request` to the batcher of the node `group`'s calls go to, following
-    /// `NotLeader` redirects as [`RaftClient::call`] does.
-    async fn propose_batched(
+    /// Hands `request` to the `K` batcher of the node `group`'s calls go to,
+    /// following `NotLeader` redirects as [`RaftClient::call`] does.
+    async fn batched<K: Kind>(
         &self,
+        batchers: &Batchers<K>,
         group: GroupId,
-        request: proto::ProposeRequest,
-    ) -> Result<proto::ProposeResponse, ApiError> {
+        request: K::Request,
+    ) -> Result<K::Response, ApiError> {
         let timeout = Duration::from_millis(self.inner.config.request_timeout_ms);
         let mut address = self.address_for(group);
         let mut redirects = 0;
@@ -452,7 +453,7 @@ impl RaftClient {
                 request: request.clone(),
                 reply,
             };
-            self.batcher_for(&address)?
+            self.batcher_for(batchers, &address)?
                 .send(queued)
                 .map_err(|_| ApiError::Unavailable("the client's batcher stopped".into()))?;
             // The batch call has the same deadline; this bounds the wait for a slot.
@@ -469,24 +470,30 @@ impl RaftClient {
         }
     }
 
-    /// The queue of the batcher task for `address`, started on first use.
-    fn batcher_for(&self, address: &str) -> Result<mpsc::UnboundedSender<Queued>, ApiError> {
-        let mut batchers = lock(&self.inner.batchers);
+    /// The queue of the `K` batcher task for `address`, started on first use.
+    fn batcher_for<K: Kind>(
+        &self,
+        batchers: &Batchers<K>,
+        address: &str,
+    ) -> Result<mpsc::UnboundedSender<Queued<K>>, ApiError> {
+        let mut batchers = lock(batchers);
         if let Some(queue) = batchers.get(address).filter(|queue| !queue.is_closed()) {
             return Ok(queue.clone());
         }
         let client = self.client_for(address)?;
-        // Unbounded: each queued proposal has a caller awaiting it, so the queue is
+        // Unbounded: each queued request has a caller awaiting it, so the queue is
         // bounded by the callers' own concurrency.
         let (queue, queued) = mpsc::unbounded_channel();
         let config = &self.inner.config;
-        tokio::spawn(run_batcher(
+        tokio::spawn(batch::run::<K>(
             client,
             queued,
-            config.propose_batch_max,
-            config.propose_batch_bytes_max,
-            config.propose_batches_in_flight_max,
-            Duration::from_millis(config.request_timeout_ms),
+            batch::Limits {
+                batch_max: config.propose_batch_max,
+                batch_bytes_max: config.propose_batch_bytes_max,
+                in_flight_max: config.propose_batches_in_flight_max,
+                timeout: Duration::from_millis(config.request_timeout_ms),
+            },
         ));
         batchers.insert(address.to_string(), queue.clone());
         Ok(queue)
@@ -510,11 +517,15 @@ impl RaftClient {
         };
         let deadline = self.retry_deadline();
         loop {
-            let result = self
-                .call(group, request.clone(), |mut client, request| async move {
+            let result = if self.inner.config.propose_batch_max == 1 {
+                self.call(group, request.clone(), |mut client, request| async move {
                     client.read(request).await
                 })
-                .await;
+                .await
+            } else {
+                self.batched(&self.inner.read_batchers, group, request.clone())
+                    .await
+            };
             match result {
                 Ok(response) => {
                     return Ok(ReadResponse {
@@ -793,121 +804,6 @@ async fn finish(slot: &SessionSlot, client: ClientId, sequence: u64) {
         if session.client() == client {
             session.finish(sequence);
         }
-    }
-}
-
-/// Sends the proposals queued for one node as `ProposeBatch` calls: waits for a
-/// proposal and a free call slot, takes every proposal queued by then (up to
-/// `batch_max`) and sends them in one call. Ends when the client is dropped.
-async fn run_batcher(
-    client: ProtoClient<Channel>,
-    mut queued: mpsc::UnboundedReceiver<Queued>,
-    batch_max: usize,
-    batch_bytes_max: usize,
-    in_flight_max: usize,
-    timeout: Duration,
-) {
-    let slots = Arc::new(Semaphore::new(in_flight_max));
-    // A proposal taken from the queue that did not fit the last batch.
-    let mut carried: Option<Queued> = None;
-    loop {
-        let first = match carried.take() {
-            Some(first) => first,
-            None => match queued.recv().await {
-                Some(first) => first,
-                None => return,
-            },
-        };
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            return;
-        };
-        // Proposals whose caller gave up (timed out, dropped) while they waited for a
-        // slot are not sent: the caller may already be retrying them.
-        let mut batch = Vec::new();
-        let mut batch_bytes = 0;
-        let mut next = Some(first);
-        while let Some(proposal) = next.take() {
-            if !proposal.reply.is_closed() {
-                let bytes = proposal.request.data.len()
-                    + PROPOSAL_OVERHEAD_BYTES
-                    + proposal
-                        .request
-                        .request
-                        .as_ref()
-                        .map_or(0, |_| REQUEST_ID_BYTES);
-                // One call stays under the byte limit; a proposal over it goes alone.
-                if !batch.is_empty() && batch_bytes + bytes > batch_bytes_max {
-                    carried = Some(proposal);
-                    break;
-                }
-                batch_bytes += bytes;
-                batch.push(proposal);
-            }
-            if batch.len() < batch_max {
-                next = queued.try_recv().ok();
-            }
-        }
-        if batch.is_empty() {
-            continue;
-        }
-        let client = client.clone();
-        tokio::spawn(async move {
-            send_batch(client, batch, timeout).await;
-            drop(slot);
-        });
-    }
-}
-
-/// Bytes a proposal adds to a `ProposeBatch` call besides its data (group, tags and
-/// lengths), counted against `propose_batch_bytes_max`.
-const PROPOSAL_OVERHEAD_BYTES: usize = 24;
-/// Bytes a request id adds to a proposal (three varints and their tags, at most).
-const REQUEST_ID_BYTES: usize = 32;
-
-/// One `ProposeBatch` call; answers every proposal in `batch`.
-async fn send_batch(mut client: ProtoClient<Channel>, batch: Vec<Queued>, timeout: Duration) {
-    let (proposals, replies): (Vec<_>, Vec<_>) = batch
-        .into_iter()
-        .map(|queued| (queued.request, queued.reply))
-        .unzip();
-    let mut request = Request::new(proto::ProposeBatchRequest { proposals });
-    request.set_timeout(timeout);
-    let results = match tokio::time::timeout(timeout, client.propose_batch(request)).await {
-        Ok(Ok(response)) => response.into_inner().results,
-        Ok(Err(status)) => {
-            let error = convert::error_from_status(&status);
-            for reply in replies {
-                let _ = reply.send(Err(error.clone()));
-            }
-            return;
-        }
-        Err(_) => {
-            for reply in replies {
-                let _ = reply.send(Err(ApiError::Timeout));
-            }
-            return;
-        }
-    };
-    if results.len() != replies.len() {
-        let error = convert::malformed(format!(
-            "{} results for a batch of {} proposals",
-            results.len(),
-            replies.len()
-        ));
-        for reply in replies {
-            let _ = reply.send(Err(error.clone()));
-        }
-        return;
-    }
-    use proto::propose_result::Outcome;
-    for (result, reply) in results.into_iter().zip(replies) {
-        let outcome = match result.outcome {
-            Some(Outcome::Applied(response)) => Ok(response),
-            Some(Outcome::Error(detail)) => Err(convert::error_from_detail(detail)
-                .unwrap_or_else(|| convert::malformed("a result with an empty error".into()))),
-            None => Err(convert::malformed("a result with no outcome".into())),
-        };
-        let _ = reply.send(outcome);
     }
 }
 

@@ -88,6 +88,12 @@ impl raft_server::Raft for Scripted {
     async fn read(&self, _: Request<proto::ReadRequest>) -> Reply<proto::ReadResponse> {
         Err(Status::unimplemented("scripted"))
     }
+    async fn read_batch(
+        &self,
+        _: Request<proto::ReadBatchRequest>,
+    ) -> Reply<proto::ReadBatchResponse> {
+        Err(Status::unimplemented("scripted"))
+    }
     async fn status(&self, _: Request<proto::StatusRequest>) -> Reply<proto::StatusResponse> {
         Err(Status::unimplemented("scripted"))
     }

@@ -52,6 +52,19 @@ pub trait RaftApi: Send + Sync + 'static {
         )
     }
 
+    /// Runs each `(group, query, mode)` as [`RaftApi::read`] does, all at once;
+    /// answers one result per read, in order.
+    fn read_batch(
+        &self,
+        reads: Vec<(GroupId, Bytes, ReadMode)>,
+    ) -> impl Future<Output = Vec<Result<ReadResponse, ApiError>>> + Send {
+        futures_util::future::join_all(
+            reads
+                .into_iter()
+                .map(|(group, query, mode)| self.read(group, query, mode)),
+        )
+    }
+
     /// Registers a client with `group`'s exactly-once table; returns its id.
     fn register_client(
         &self,
@@ -313,6 +326,55 @@ impl<A: RaftApi> proto::raft_server::Raft for RaftService<A> {
             })
             .collect();
         Ok(Response::new(proto::ProposeBatchResponse { results }))
+    }
+
+    async fn read_batch(
+        &self,
+        request: Request<proto::ReadBatchRequest>,
+    ) -> Result<Response<proto::ReadBatchResponse>, Status> {
+        let reads = request.into_inner().reads;
+        if reads.len() > self.propose_batch_max {
+            return Err(status_of(ApiError::InvalidRequest(format!(
+                "a ReadBatch call carries {} reads; at most {} are allowed (propose_batch_max)",
+                reads.len(),
+                self.propose_batch_max
+            ))));
+        }
+        use proto::read_result::Outcome;
+        // A malformed mode fails its own read, not the batch.
+        let mut results: Vec<Option<Result<ReadResponse, ApiError>>> = Vec::new();
+        let mut valid = Vec::new();
+        for read in reads {
+            match convert::read_mode_from_proto(read.mode) {
+                Ok(mode) => {
+                    results.push(None);
+                    valid.push((read.group, read.query, mode));
+                }
+                Err(error) => results.push(Some(Err(error))),
+            }
+        }
+        let mut answered = self.api.read_batch(valid).await.into_iter();
+        let results = results
+            .into_iter()
+            .map(|result| {
+                let result = result.unwrap_or_else(|| {
+                    answered
+                        .next()
+                        .unwrap_or_else(|| Err(ApiError::Internal("a read went unanswered".into())))
+                });
+                proto::ReadResult {
+                    outcome: Some(match result {
+                        Ok(answer) => Outcome::Answered(proto::ReadResponse {
+                            response: answer.response,
+                            index: answer.index,
+                            term: answer.term,
+                        }),
+                        Err(error) => Outcome::Error(convert::error_to_detail(&error)),
+                    }),
+                }
+            })
+            .collect();
+        Ok(Response::new(proto::ReadBatchResponse { results }))
     }
 
     async fn read(
