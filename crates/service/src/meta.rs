@@ -66,6 +66,11 @@ pub struct NamespaceRecord {
     pub members: Vec<NodeId>,
     /// Its limits, fixed at creation.
     pub limits: Limits,
+    /// Membership changes recorded since creation ([`MetaCommand::SetMembers`]).
+    /// While 0 the members are the founders, who start the group by bootstrapping
+    /// it together; once a member was replaced, a node new to the group joins it
+    /// (learner, caught up, promoted) instead, so no second group is ever founded.
+    pub changes: u64,
 }
 
 /// A change to the meta state.
@@ -241,6 +246,7 @@ impl Meta {
                 group: DEFAULT_GROUP,
                 members,
                 limits: Limits::default(),
+                changes: 0,
             },
         );
         meta
@@ -387,6 +393,7 @@ impl Meta {
                     group: self.next_group,
                     members,
                     limits: *limits,
+                    changes: 0,
                 };
                 self.next_group += 1;
                 self.namespaces.insert(name.clone(), record.clone());
@@ -434,6 +441,7 @@ impl Meta {
                 }
                 let record = self.namespaces.get_mut(name).expect("found above");
                 record.members = members.clone();
+                record.changes += 1;
                 Ok(Some(record.clone()))
             }
         }
@@ -635,6 +643,8 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(record.members, [1, 2, 4]);
+        // Refusals changed nothing; the change is counted (no more founding).
+        assert_eq!(record.changes, 1);
         // The same change planned twice applies once.
         assert!(meta
             .apply(&set(group, vec![1, 2, 3], vec![1, 2, 4]))

@@ -2,17 +2,19 @@
 //! `meta` namespace (from its own replica when it hosts one, else through the client),
 //! and keeps the namespaces it hosts in step with `meta`.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use concord_client::service::ServiceClient;
-use concord_client::ClientConfig;
+use concord_client::{ClientConfig, RaftClient};
 use concord_node::{ApiError, ClientTableLimits, GroupId, MemberRole, NodeHandle};
 use concord_service::command::decode;
 use concord_service::factory::{meta_spec, namespace_spec};
-use concord_service::meta::{Meta, MetaCommand, MetaError, NamespaceRecord, META_GROUP};
+use concord_service::meta::{Health, Meta, MetaCommand, MetaError, NamespaceRecord, META_GROUP};
 use concord_types::sync::lock;
+use concord_types::Role;
 use tokio::time::Instant;
 
 use super::config::{ServerConfig, META_VOTERS_MAX};
@@ -44,6 +46,12 @@ pub struct Cluster {
     /// Held by the round of reconciling under way: one at a time, so a group is
     /// never founded or dropped twice at once.
     reconciling: tokio::sync::Mutex<()>,
+    /// Groups this node is joining (a task admits it, catches it up, promotes it).
+    joining: Arc<Mutex<HashSet<GroupId>>>,
+    /// When the `meta` leader here last checked the nodes' health.
+    last_health_check: Mutex<Option<Instant>>,
+    /// The clients the health checks use, by address.
+    probes: Mutex<HashMap<String, RaftClient>>,
 }
 
 impl Cluster {
@@ -56,6 +64,9 @@ impl Cluster {
             client: tokio::sync::OnceCell::new(),
             meta: Mutex::new(None),
             reconciling: tokio::sync::Mutex::new(()),
+            joining: Arc::default(),
+            last_health_check: Mutex::new(None),
+            probes: Mutex::new(HashMap::new()),
         }
     }
 
@@ -275,11 +286,15 @@ impl Cluster {
         }
     }
 
-    /// Creates here the groups of namespaces `meta` places on this node, and drops
-    /// the groups of namespaces deleted. It acts only on `meta` read linearizably:
-    /// a replica's own state may lag (after a restart it holds its snapshot until the
-    /// log replays), and a lagging view would drop a live namespace's data and found
-    /// it again empty.
+    /// Brings this node in step with `meta`: starts the groups of namespaces placed
+    /// on it (founding them together while their members are the founders, else
+    /// joining), drops its replica of a namespace deleted or moved away, and, as a
+    /// namespace's raft leader, removes from the group the members `meta` replaced.
+    /// As `meta`'s leader it also checks the nodes' health and plans replacements.
+    ///
+    /// It acts only on `meta` read linearizably: a replica's own state may lag
+    /// (after a restart it holds its snapshot until the log replays), and a lagging
+    /// view would drop a live namespace's data and found it again empty.
     pub async fn reconcile(&self) -> Result<(), ApiError> {
         let _one_at_a_time = self.reconciling.lock().await;
         let meta = self.meta().await?;
@@ -289,48 +304,300 @@ impl Cluster {
             if !record.members.contains(&me) || hosted.contains(&record.group) {
                 continue;
             }
-            let members: Vec<(u64, String)> = record
-                .members
-                .iter()
-                .filter_map(|id| meta.nodes().get(id).map(|node| (*id, node.address.clone())))
-                .collect();
-            let spec = namespace_spec(record.limits, self.table_limits());
-            match self
-                .node
-                .bootstrap_group(record.group, spec, &members)
-                .await
-            {
-                Ok(()) => {
-                    tracing::info!(namespace = %name, group = record.group, "hosting the namespace")
-                }
-                Err(error) => {
-                    tracing::warn!(namespace = %name, group = record.group, %error, "could not start the namespace here")
-                }
+            if record.changes == 0 {
+                self.found_namespace(&meta, name, record).await;
+            } else {
+                self.start_joining(&meta, name, record);
             }
         }
         for group in hosted {
-            // Only groups `meta` made and no longer lists: a group it never made
-            // (above its counter) is not this reconciler's to drop.
-            if group == META_GROUP
-                || group >= meta.next_group()
-                || meta.namespace_of_group(group).is_some()
-            {
+            if group == META_GROUP {
                 continue;
             }
-            self.drop_deleted(group).await;
+            match meta.namespace_of_group(group) {
+                // Only groups `meta` made and no longer lists: a group it never made
+                // (above its counter) is not this reconciler's to drop.
+                None if group < meta.next_group() => self.drop_group(group, "deleted").await,
+                None => {}
+                Some((_, record)) if !record.members.contains(&me) => {
+                    self.drop_if_removed(group, record).await
+                }
+                Some((name, record)) => self.converge(name, record).await,
+            }
+        }
+        if self.leads(META_GROUP).await {
+            self.check_health(&meta).await;
+            self.plan_repairs(&meta).await;
         }
         Ok(())
     }
 
-    async fn drop_deleted(&self, group: GroupId) {
-        match self.node.drop_group(group).await {
-            Ok(()) => tracing::info!(
-                group,
-                "the namespace was deleted: its group is dropped here"
-            ),
-            Err(error) => tracing::warn!(group, %error, "dropping a deleted namespace's group"),
+    async fn found_namespace(&self, meta: &Meta, name: &str, record: &NamespaceRecord) {
+        let members: Vec<(u64, String)> = record
+            .members
+            .iter()
+            .filter_map(|id| meta.nodes().get(id).map(|node| (*id, node.address.clone())))
+            .collect();
+        let spec = namespace_spec(record.limits, self.table_limits());
+        match self
+            .node
+            .bootstrap_group(record.group, spec, &members)
+            .await
+        {
+            Ok(()) => {
+                tracing::info!(namespace = %name, group = record.group, "hosting the namespace")
+            }
+            Err(error) => {
+                tracing::warn!(namespace = %name, group = record.group, %error, "could not start the namespace here")
+            }
         }
     }
+
+    /// Joins `record`'s group in a task of its own (a learner, caught up, promoted),
+    /// through another member.
+    fn start_joining(&self, meta: &Meta, name: &str, record: &NamespaceRecord) {
+        let group = record.group;
+        if !lock(&self.joining).insert(group) {
+            return;
+        }
+        let contacts: Vec<String> = record
+            .members
+            .iter()
+            .filter(|id| **id != self.node.node_id())
+            .filter_map(|id| meta.nodes().get(id))
+            .filter(|node| node.health == Health::Up)
+            .map(|node| node.address.clone())
+            .collect();
+        let node = self.node.clone();
+        let joining = self.joining.clone();
+        let name = name.to_string();
+        let deadline = Instant::now() + Duration::from_millis(self.config.node.admin_timeout_ms);
+        tokio::spawn(async move {
+            let mut outcome = Err(ApiError::Unavailable(
+                "no member of the namespace is up".into(),
+            ));
+            for contact in &contacts {
+                outcome = match retry_until(deadline, || node.request_join(contact, group)).await {
+                    Ok(ticket) => node.join(ticket).await,
+                    Err(error) => Err(error),
+                };
+                if outcome.is_ok() {
+                    break;
+                }
+            }
+            match outcome {
+                Ok(()) => {
+                    tracing::info!(namespace = %name, group, "joined the namespace as a replacement replica")
+                }
+                Err(error) => {
+                    tracing::warn!(namespace = %name, group, %error, "joining the namespace failed; trying again")
+                }
+            }
+            lock(&joining).remove(&group);
+        });
+    }
+
+    /// Drops this node's replica of a namespace `meta` moved elsewhere, once the
+    /// group's leader no longer counts this node (so the group never loses a voter
+    /// it still needs to a hasty drop).
+    async fn drop_if_removed(&self, group: GroupId, record: &NamespaceRecord) {
+        let Ok(client) = self.client().await else {
+            return;
+        };
+        let meta = self.cached_meta().await.ok();
+        if let Some(meta) = meta {
+            let hosts = record
+                .members
+                .iter()
+                .filter_map(|id| meta.nodes().get(id).map(|node| node.address.clone()))
+                .collect();
+            client.raft().set_route(group, hosts);
+        }
+        match client.raft().status(group).await {
+            Ok(status)
+                if status.leader.is_some()
+                    && !status.members.iter().any(|m| m.id == self.node.node_id()) =>
+            {
+                self.drop_group(group, "moved to another node").await
+            }
+            _ => {}
+        }
+    }
+
+    /// As the namespace's raft leader: once every member `meta` lists votes, removes
+    /// the members it no longer lists. As a member left a learner (its join was cut
+    /// short): asks to be promoted.
+    async fn converge(&self, name: &str, record: &NamespaceRecord) {
+        let group = record.group;
+        let Ok(status) = self.node.status(group).await else {
+            return;
+        };
+        let me = self.node.node_id();
+        if status.role == Role::Leader {
+            let votes = |id: u64| {
+                status
+                    .members
+                    .iter()
+                    .any(|member| member.id == id && member.role == MemberRole::Voter)
+            };
+            if record.members.iter().all(|id| votes(*id)) {
+                for extra in status
+                    .members
+                    .iter()
+                    .filter(|m| !record.members.contains(&m.id))
+                {
+                    match self.node.remove(group, extra.id).await {
+                        Ok(()) => {
+                            tracing::info!(namespace = %name, group, node = extra.id, "removed a replaced member from the group")
+                        }
+                        Err(error) => {
+                            tracing::info!(namespace = %name, group, node = extra.id, %error, "removing a replaced member: not yet")
+                        }
+                    }
+                }
+            }
+        } else if status
+            .members
+            .iter()
+            .any(|member| member.id == me && member.role == MemberRole::Learner)
+            && !lock(&self.joining).contains(&group)
+        {
+            if let Err(error) = self.node.promote(group, me).await {
+                tracing::debug!(namespace = %name, group, %error, "asking to be promoted: not yet");
+            }
+        }
+    }
+
+    /// Whether this node leads `group` now.
+    async fn leads(&self, group: GroupId) -> bool {
+        self.node.groups().contains(&group)
+            && self
+                .node
+                .status(group)
+                .await
+                .is_ok_and(|status| status.role == Role::Leader)
+    }
+
+    /// As `meta`'s leader, every `health_check_interval_ms`: asks every node for
+    /// its status and records in `meta` those that stopped or started answering.
+    async fn check_health(&self, meta: &Meta) {
+        let interval = Duration::from_millis(self.config.health_check_interval_ms);
+        {
+            let mut last = lock(&self.last_health_check);
+            if last.is_some_and(|last| last.elapsed() < interval) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        for (&id, record) in meta.nodes() {
+            let up = id == self.node.node_id() || self.answers(&record.address).await;
+            let change = match (up, record.health) {
+                (true, Health::DownSince(_)) => Some(Health::Up),
+                (false, Health::Up) => Some(Health::DownSince(now_ms())),
+                _ => None,
+            };
+            if let Some(health) = change {
+                tracing::info!(node = id, ?health, "a node's health changed");
+                self.propose_meta(&MetaCommand::SetHealth { id, health })
+                    .await;
+            }
+        }
+    }
+
+    /// Whether the node at `address` answers a status call in time (any answer,
+    /// even "no such group", means it is up).
+    async fn answers(&self, address: &str) -> bool {
+        let timeout = self.config.health_check_timeout_ms;
+        let probe = lock(&self.probes).get(address).cloned();
+        let probe = match probe {
+            Some(probe) => probe,
+            None => {
+                let config = ClientConfig {
+                    connect_timeout_ms: timeout,
+                    request_timeout_ms: timeout,
+                    retry_deadline_ms: 0,
+                    ..ClientConfig::default()
+                };
+                match RaftClient::connect_with(address.to_string(), config).await {
+                    Ok(probe) => {
+                        lock(&self.probes).insert(address.to_string(), probe.clone());
+                        probe
+                    }
+                    Err(_) => return false,
+                }
+            }
+        };
+        match probe.status(META_GROUP).await {
+            Ok(_) => true,
+            Err(error) => !matches!(error, ApiError::Unavailable(_) | ApiError::Timeout),
+        }
+    }
+
+    /// As `meta`'s leader: records a replacement for every member lost (left, or
+    /// down past `replica_down_after_ms`). The new member then joins by itself and
+    /// the group's leader removes the lost one (see [`Cluster::reconcile`]).
+    async fn plan_repairs(&self, meta: &Meta) {
+        for repair in meta.plan_repairs(now_ms(), self.config.replica_down_after_ms) {
+            let Some(record) = meta.namespaces().get(&repair.namespace) else {
+                continue;
+            };
+            let members = record
+                .members
+                .iter()
+                .map(|&id| {
+                    if id == repair.lost {
+                        repair.replacement
+                    } else {
+                        id
+                    }
+                })
+                .collect();
+            tracing::info!(namespace = %repair.namespace, group = repair.group, lost = repair.lost, replacement = repair.replacement, "replacing a lost replica");
+            self.propose_meta(&MetaCommand::SetMembers {
+                name: repair.namespace.clone(),
+                group: repair.group,
+                from: record.members.clone(),
+                members,
+            })
+            .await;
+        }
+    }
+
+    /// Proposes `command` to `meta`, logging a refusal (the next round decides again).
+    async fn propose_meta(&self, command: &MetaCommand) {
+        let Ok(client) = self.client().await else {
+            return;
+        };
+        match client
+            .raft()
+            .propose(META_GROUP, concord_service::command::encode(command))
+            .await
+        {
+            Ok(answer) => {
+                let result: Result<Result<Option<NamespaceRecord>, MetaError>, _> =
+                    decode(&answer.response);
+                if let Ok(Err(error)) = result {
+                    tracing::info!(%error, ?command, "meta refused a change");
+                }
+            }
+            Err(error) => tracing::info!(%error, ?command, "proposing to meta failed"),
+        }
+    }
+
+    async fn drop_group(&self, group: GroupId, why: &str) {
+        match self.node.drop_group(group).await {
+            Ok(()) => tracing::info!(group, why, "the namespace's group is dropped here"),
+            Err(error) => tracing::warn!(group, %error, "dropping a namespace's group"),
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch, by this node's clock (health records carry it
+/// as a value: no replica reads a clock while applying).
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as u64)
 }
 
 /// Calls `attempt` until it succeeds, fails for good, or `deadline` passes. Retries

@@ -67,6 +67,15 @@ pub struct ServerConfig {
     /// the groups of namespaces placed on it, dropping those deleted), in
     /// milliseconds.
     pub reconcile_interval_ms: u64,
+    /// How long a node may stay unreachable before the namespaces it hosts get a
+    /// replacement replica on another node, in milliseconds (100..=86400000).
+    pub replica_down_after_ms: u64,
+    /// How often the `meta` leader checks that every node answers, in
+    /// milliseconds (10..=60000).
+    pub health_check_interval_ms: u64,
+    /// How long a node may take to answer a health check, in milliseconds
+    /// (10..=60000).
+    pub health_check_timeout_ms: u64,
     /// The limits a namespace gets when its creator names none. Fixed per namespace
     /// at creation (every replica applies the same).
     pub limits: Limits,
@@ -83,6 +92,9 @@ impl Default for ServerConfig {
             join: String::new(),
             namespace_replicas: 3,
             reconcile_interval_ms: 100,
+            replica_down_after_ms: 30_000,
+            health_check_interval_ms: 1_000,
+            health_check_timeout_ms: 500,
             limits: Limits::default(),
             node: NodeConfig::default(),
         }
@@ -126,6 +138,31 @@ impl ServerConfig {
                 "reconcile_interval_ms: {} is out of range; allowed 10..=60000",
                 self.reconcile_interval_ms
             ));
+        }
+        for (field, value, range) in [
+            (
+                "replica_down_after_ms",
+                self.replica_down_after_ms,
+                100..=86_400_000,
+            ),
+            (
+                "health_check_interval_ms",
+                self.health_check_interval_ms,
+                10..=60_000,
+            ),
+            (
+                "health_check_timeout_ms",
+                self.health_check_timeout_ms,
+                10..=60_000,
+            ),
+        ] {
+            if !range.contains(&value) {
+                return Err(format!(
+                    "{field}: {value} is out of range; allowed {}..={}",
+                    range.start(),
+                    range.end()
+                ));
+            }
         }
         // A node name follows the namespace name rules (it is typed in commands).
         check_namespace_name(&self.node_name())

@@ -195,12 +195,23 @@ pub struct Cluster {
 impl Cluster {
     /// Starts the cluster and waits until every node is ready.
     pub fn start(size: u64) -> Cluster {
+        Cluster::start_with(size, "")
+    }
+
+    /// Starts the cluster with `config` (TOML) as every node's config file.
+    pub fn start_with(size: u64, config: &str) -> Cluster {
         let dir = tempfile::tempdir().expect("a temporary directory");
+        let file = dir.path().join("server.toml");
+        std::fs::write(&file, config).expect("writing the config");
+        let with_config = |mut args: Vec<String>| {
+            args.extend(["--config".to_string(), file.display().to_string()]);
+            args
+        };
         let (first, membership) = Server::start(
             dir.path(),
             1,
             "127.0.0.1:0",
-            &["--initial-cluster".into(), "n1=1@127.0.0.1:0".into()],
+            &with_config(vec!["--initial-cluster".into(), "n1=1@127.0.0.1:0".into()]),
         );
         assert_eq!(membership, "founded");
         let join = first.address.clone();
@@ -210,7 +221,7 @@ impl Cluster {
                 dir.path(),
                 id,
                 "127.0.0.1:0",
-                &["--join".into(), join.clone()],
+                &with_config(vec!["--join".into(), join.clone()]),
             );
             assert_eq!(membership, "joined");
             servers.push(server);

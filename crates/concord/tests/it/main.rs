@@ -5,5 +5,6 @@ mod bad_input;
 mod cluster;
 mod failover;
 mod inspect;
+mod repair;
 mod server;
 mod support;
