@@ -100,9 +100,29 @@ pub struct GroupMetrics {
     pub snapshots_installed: AtomicU64,
     /// 1 when the group's state machine failed and the group stopped on this node.
     pub stopped: AtomicU64,
+    /// What the application calls the group (the service's namespace), shown as a
+    /// `namespace` label beside `group` when set.
+    name: Mutex<Option<String>>,
 }
 
 impl GroupMetrics {
+    /// Names the group on the metrics page (a `namespace` label). Label values are
+    /// escaped as the exposition format asks.
+    pub fn set_name(&self, name: &str) {
+        let escaped = name
+            .replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n");
+        *lock(&self.name) = Some(escaped);
+    }
+
+    fn labels(&self, node: &str, group: GroupId) -> String {
+        match lock(&self.name).as_deref() {
+            Some(name) => format!("{node},group=\"{group}\",namespace=\"{name}\""),
+            None => format!("{node},group=\"{group}\""),
+        }
+    }
+
     pub(crate) fn set_role(&self, role: Role) {
         let value = match role {
             Role::Follower => 0,
@@ -308,7 +328,8 @@ impl NodeMetrics {
             for (group, metrics) in &groups {
                 let _ = writeln!(
                     out,
-                    "{name}{{{node},group=\"{group}\"}} {}",
+                    "{name}{{{}}} {}",
+                    metrics.labels(&node, *group),
                     Self::read(field(metrics))
                 );
             }
@@ -395,4 +416,29 @@ async fn answer(mut stream: tokio::net::TcpStream, metrics: &NodeMetrics) -> std
     );
     stream.write_all(response.as_bytes()).await?;
     stream.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // A named group's samples carry its name as a `namespace` label, escaped; an
+    // unnamed group's carry the group id alone.
+    #[test]
+    fn named_groups_carry_a_namespace_label() {
+        let metrics = NodeMetrics::new(7);
+        metrics.group(3).set_name("orders");
+        metrics.group(4).set_name("a\"b");
+        metrics.group(5).commit.store(9, Ordering::Relaxed);
+        let page = metrics.render();
+        assert!(
+            page.contains("concord_group_term{node=\"7\",group=\"3\",namespace=\"orders\"} 0"),
+            "{page}"
+        );
+        assert!(page.contains("group=\"4\",namespace=\"a\\\"b\"}"), "{page}");
+        assert!(
+            page.contains("concord_group_commit_index{node=\"7\",group=\"5\"} 9"),
+            "{page}"
+        );
+    }
 }

@@ -12,7 +12,9 @@ use concord_client::{ClientConfig, RaftClient};
 use concord_node::{ApiError, ClientTableLimits, GroupId, MemberRole, NodeHandle};
 use concord_service::command::decode;
 use concord_service::factory::{meta_spec, namespace_spec};
-use concord_service::meta::{Health, Meta, MetaCommand, MetaError, NamespaceRecord, META_GROUP};
+use concord_service::meta::{
+    Health, Meta, MetaCommand, MetaError, NamespaceRecord, META, META_GROUP,
+};
 use concord_types::sync::lock;
 use concord_types::Role;
 use tokio::time::Instant;
@@ -311,6 +313,12 @@ impl Cluster {
             }
         }
         for group in hosted {
+            let metrics = self.node.metrics().group(group);
+            match meta.namespace_of_group(group) {
+                Some((name, _)) => metrics.set_name(name),
+                None if group == META_GROUP => metrics.set_name(META),
+                None => {}
+            }
             if group == META_GROUP {
                 continue;
             }

@@ -24,6 +24,8 @@ pub struct Server {
     pub id: u64,
     /// Where it listens (the address it printed).
     pub address: String,
+    /// Where it serves metrics, when it does (the address it printed).
+    pub metrics: Option<String>,
     program: String,
     environment: Vec<(String, String)>,
     args: Vec<String>,
@@ -38,7 +40,9 @@ impl Server {
     /// a member.
     pub fn start(dir: &Path, id: u64, listen: &str, extra: &[String]) -> (Server, String) {
         let environment = vec![("CONCORD_LOG".to_string(), "info".to_string())];
-        Server::start_program(CONCORD, "server", environment, dir, id, listen, extra)
+        let mut extra = extra.to_vec();
+        extra.extend(["--metrics".to_string(), "127.0.0.1:0".to_string()]);
+        Server::start_program(CONCORD, "server", environment, dir, id, listen, &extra)
     }
 
     /// Starts `program SUBCOMMAND --id ID --data-dir DIR/nID` plus `extra` with
@@ -66,6 +70,7 @@ impl Server {
         let mut server = Server {
             id,
             address: String::new(),
+            metrics: None,
             program: program.to_string(),
             environment,
             args,
@@ -106,7 +111,11 @@ impl Server {
         self.lines = receiver;
         let listening = self.expect_line("listening ");
         self.address = listening["listening ".len()..].to_string();
-        let membership = self.expect_line("");
+        let mut membership = self.expect_line("");
+        if let Some(metrics) = membership.strip_prefix("metrics ") {
+            self.metrics = Some(metrics.to_string());
+            membership = self.expect_line("");
+        }
         assert_eq!(self.expect_line(""), "ready", "node {}", self.id);
         membership
     }
@@ -168,6 +177,19 @@ impl Server {
         assert!(self.child.is_none(), "node {} still runs", self.id);
         let address = self.address.clone();
         self.spawn(&address)
+    }
+
+    /// The node's metrics page (`GET /metrics`).
+    pub fn metrics_page(&self) -> String {
+        use std::io::{Read, Write};
+        let address = self.metrics.as_ref().expect("the node serves metrics");
+        let mut stream = std::net::TcpStream::connect(address).expect("connecting to metrics");
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .expect("asking for metrics");
+        let mut page = String::new();
+        stream.read_to_string(&mut page).expect("reading metrics");
+        page
     }
 
     /// The last lines of the node's log.

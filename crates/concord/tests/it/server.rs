@@ -34,6 +34,15 @@ async fn namespaces_serve_the_tree_and_survive_a_full_restart() {
         .map(|info| info.name)
         .collect();
     assert_eq!(names, ["meta", "default", "orders"]);
+    // Each node's metrics name the namespaces it hosts.
+    let page = cluster.servers[0].metrics_page();
+    assert!(
+        page.contains(&format!(
+            "concord_group_applied_index{{node=\"1\",group=\"{}\",namespace=\"orders\"}}",
+            created.group
+        )),
+        "{page}"
+    );
 
     // Writes: one revision per transaction, a version per node.
     let stat = client
