@@ -410,6 +410,7 @@ fn bench(options: &Options) -> Result<(), String> {
         "memstore p50 ms",
         "concord p50 ms",
         "ratio p50",
+        "memstore p99 ms",
         "concord p99 ms",
     ]);
     let show = |spread: Spread, scale: f64, digits: usize| {
@@ -425,6 +426,7 @@ fn bench(options: &Options) -> Result<(), String> {
         let rate = |runs: &[Run]| Spread::of(runs.iter().map(|run| run.per_second));
         let p50 = |runs: &[Run]| Spread::of(runs.iter().map(|run| run.p50.as_secs_f64()));
         let p99 = Spread::of(service.iter().map(|run| run.p99.as_secs_f64()));
+        let anchor_p99 = Spread::of(anchor.iter().map(|run| run.p99.as_secs_f64()));
         let rate_ratio = Spread::of(
             anchor
                 .iter()
@@ -445,6 +447,7 @@ fn bench(options: &Options) -> Result<(), String> {
             show(p50(anchor), 1e3, 2),
             show(p50(service), 1e3, 2),
             show(p50_ratio, 1.0, 2),
+            show(anchor_p99, 1e3, 2),
             show(p99, 1e3, 2),
         ]);
         match workload {
