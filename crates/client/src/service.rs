@@ -4,7 +4,7 @@
 //! its leader discovery, retries under one request id (a transaction applies exactly
 //! once however often it is sent), and batching of concurrent writes.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -12,7 +12,7 @@ use concord_service::command::{
     decode, encode, Command, OpResult, Query, QueryResponse, ReadOp, ReadResult, Txn, TxnResponse,
 };
 use concord_service::meta::{
-    Meta, MetaCommand, MetaError, NamespaceRecord, DEFAULT_NAMESPACE, META, META_GROUP,
+    Meta, MetaCommand, MetaError, NamespaceRecord, NodeRecord, DEFAULT_NAMESPACE, META, META_GROUP,
 };
 use concord_service::{Limits, NodeValue, Path, ServiceError, Stat};
 use concord_types::sync::lock;
@@ -136,6 +136,20 @@ impl ServiceClient {
         })
         .await?;
         lock(&self.groups).remove(name);
+        Ok(())
+    }
+
+    /// The cluster's nodes as `meta` records them: name, address, health.
+    pub async fn nodes(&self) -> Result<BTreeMap<NodeId, NodeRecord>, Error> {
+        Ok(self.refresh().await?.nodes().clone())
+    }
+
+    /// Takes node `id` out of the cluster's records for good: nothing is placed on
+    /// it any more, and each namespace it hosted gets a replacement at once (as for
+    /// a node down past `replica_down_after_ms`). The node's process is the
+    /// operator's to stop.
+    pub async fn remove_node(&self, id: NodeId) -> Result<(), Error> {
+        self.meta_command(&MetaCommand::RemoveNode { id }).await?;
         Ok(())
     }
 

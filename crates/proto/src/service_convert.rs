@@ -618,7 +618,7 @@ pub fn error_from_proto(error: proto::ServiceError) -> Result<ServiceError, Serv
     })
 }
 
-/// A transaction's answer on the wire (the caller sets the request number).
+/// A transaction's answer on the wire.
 pub fn txn_reply_to_proto(answer: &Result<TxnResponse, ServiceError>) -> proto::TxnReply {
     match answer {
         Ok(response) => proto::TxnReply {
@@ -626,7 +626,7 @@ pub fn txn_reply_to_proto(answer: &Result<TxnResponse, ServiceError>) -> proto::
                 term: response.term,
                 index: response.index,
                 revision: response.revision,
-                sequence: 0,
+                sequence: response.request,
             }),
             error: None,
             succeeded: response.succeeded,
@@ -654,6 +654,7 @@ pub fn txn_reply_from_proto(
         index: header.index,
         term: header.term,
         revision: header.revision,
+        request: header.sequence,
         succeeded: reply.succeeded,
         results: reply
             .results
@@ -936,6 +937,7 @@ mod tests {
             index: 10,
             term: 2,
             revision: 7,
+            request: 12,
             succeeded: true,
             results,
         });

@@ -339,6 +339,10 @@ pub struct TxnResponse {
     pub term: Term,
     /// The namespace revision after it (unchanged if it changed nothing).
     pub revision: u64,
+    /// The request number it was sent as (0: sent without one), as the log
+    /// carried it: a retry answered from the exactly-once table shows the number
+    /// of the request that applied.
+    pub request: u64,
     /// Every guard held (the `then` branch ran).
     pub succeeded: bool,
     /// One result per operation of the branch that ran.

@@ -54,6 +54,7 @@ impl Namespace {
             index: context.index(),
             term: context.term(),
             revision: self.tree.revision(),
+            request: context.request().map_or(0, |id| id.sequence),
             succeeded,
             results,
         })

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use concord_client::service::Error as ClientError;
-use concord_node::{ApiError, GroupId, ReadMode, RequestId};
+use concord_node::{ApiError, GroupId, ReadMode};
 use concord_proto::api as raft_proto;
 use concord_proto::convert::{error_to_status, member_to_proto, request_id_from_proto};
 use concord_proto::service as proto;
@@ -99,11 +99,7 @@ impl TreeApi {
         .map_err(|error| error_to_status(&error))?;
         let answer: Result<TxnResponse, ServiceError> =
             decode(&applied.response).unwrap_or_else(Err);
-        let mut reply = txn_reply_to_proto(&answer);
-        if let Some(header) = reply.header.as_mut() {
-            header.sequence = id.map_or(0, |id: RequestId| id.sequence);
-        }
-        Ok(reply)
+        Ok(txn_reply_to_proto(&answer))
     }
 }
 

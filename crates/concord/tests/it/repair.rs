@@ -14,7 +14,7 @@ use crate::cluster::Cluster;
 
 /// Fast health checks and a short grace, so the test takes seconds.
 const CONFIG: &str = "replica_down_after_ms = 1500\nhealth_check_interval_ms = 200\n\
-                      health_check_timeout_ms = 200\n";
+                      health_check_timeout_ms = 1000\n";
 
 /// Polls `check` every 100 ms until it answers `Some`, for at most `within`.
 async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
@@ -152,4 +152,50 @@ async fn a_lost_replica_is_replaced_and_the_namespace_keeps_its_data() {
         },
     )
     .await;
+
+    // Node 3 leaves the cluster for good: its namespaces get a replacement at once,
+    // no grace period. Node 2, up again and no member, is the one chosen: it joins
+    // afresh (the namespace's membership changed, so nobody founds it again).
+    eventually(Duration::from_secs(10), "node 2 is recorded up", || {
+        let client = client.clone();
+        async move {
+            let nodes = client.nodes().await.ok()?;
+            (nodes[&lost].health == concord_service::meta::Health::Up).then_some(())
+        }
+    })
+    .await;
+    client.remove_node(3).await.unwrap();
+    assert!(!client.nodes().await.unwrap().contains_key(&3));
+    eventually(
+        Duration::from_secs(30),
+        "node 3 is replaced by node 2",
+        || {
+            let client = client.clone();
+            async move {
+                let mut voters: Vec<u64> = client
+                    .raft()
+                    .members(group)
+                    .await
+                    .ok()?
+                    .into_iter()
+                    .map(|member| member.id)
+                    .collect();
+                voters.sort_unstable();
+                (voters == [1, 2, 4]).then_some(())
+            }
+        },
+    )
+    .await;
+    let (value, _) = client.get("r", "/after").await.unwrap();
+    assert_eq!(value, NodeValue::Blob(Bytes::from_static(b"ok")));
+    let read = node2
+        .read(group, encode(&query), ReadMode::Stale)
+        .await
+        .unwrap();
+    let answer: Result<QueryResponse, ServiceError> = decode(&read.response).unwrap();
+    assert_eq!(
+        answer.unwrap().results.len(),
+        20,
+        "node 2 holds the data again"
+    );
 }

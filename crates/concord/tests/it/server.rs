@@ -80,10 +80,12 @@ async fn namespaces_serve_the_tree_and_survive_a_full_restart() {
         response.results[2],
         OpResult::Counter { value: 7, .. }
     ));
-    // The same transaction again: its guard fails now, nothing changes.
+    // The same transaction again: its guard fails now, nothing changes. Each reply
+    // names the request number it answered.
     let again = client.txn("orders", txn).await.unwrap();
     assert!(!again.succeeded);
     assert_eq!(again.revision, 2);
+    assert!(response.request >= 1 && again.request == response.request + 1);
     let (value, stat) = client.get("orders", "/a").await.unwrap();
     assert_eq!(value, NodeValue::Blob(Bytes::from_static(b"two")));
     assert_eq!((stat.version, stat.create_revision), (2, 1));
