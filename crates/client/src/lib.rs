@@ -557,6 +557,30 @@ impl RaftClient {
         convert::status_from_proto(response).map_err(convert::malformed)
     }
 
+    /// `group`'s status as its leader sees it: asks the node calls go to, then the
+    /// leader it names. `NotLeader` when no leader is known or it moved meanwhile.
+    pub async fn leader_status(&self, group: GroupId) -> Result<GroupStatus, ApiError> {
+        let status = self.status(group).await?;
+        if status.role == concord_types::Role::Leader {
+            return Ok(status);
+        }
+        let not_leader = |status: &GroupStatus| ApiError::NotLeader {
+            leader: status.leader.as_ref().map(|member| member.id),
+            address: status.leader.as_ref().map(|member| member.address.clone()),
+        };
+        let Some(leader) = status.leader.as_ref().filter(|l| !l.address.is_empty()) else {
+            return Err(not_leader(&status));
+        };
+        self.learn_address(&leader.address);
+        lock(&self.inner.leaders).insert(group, leader.address.clone());
+        let again = self.status(group).await?;
+        if again.role == concord_types::Role::Leader {
+            Ok(again)
+        } else {
+            Err(not_leader(&again))
+        }
+    }
+
     /// `group`'s members with their addresses.
     pub async fn members(&self, group: GroupId) -> Result<Vec<Member>, ApiError> {
         let response = self

@@ -451,8 +451,19 @@ impl Meta {
     /// namespace member that left the cluster or has been down for `down_after_ms`
     /// or more, an up node not already a member, least loaded first. A member with no
     /// possible replacement is left alone (the namespace runs short until a node
-    /// comes back or joins). At most one repair per namespace at a time.
+    /// comes back or joins). At most one repair per namespace per plan; the caller
+    /// checks that the last change was carried out before proposing the next.
+    ///
+    /// A namespace whose members are mostly down (one of one, two of three) is
+    /// left alone: its group cannot change its membership without a majority, and
+    /// a replacement could only ever reach the few, so it waits for its nodes to
+    /// come back (or for an operator's forced recovery).
     pub fn plan_repairs(&self, now_ms: u64, down_after_ms: u64) -> Vec<Repair> {
+        let up = |id: &NodeId| {
+            self.nodes
+                .get(id)
+                .is_some_and(|record| record.health == Health::Up)
+        };
         let lost = |id: &NodeId| match self.nodes.get(id) {
             None => true,
             Some(record) => match record.health {
@@ -466,6 +477,10 @@ impl Meta {
             let Some(&gone) = record.members.iter().find(|id| lost(id)) else {
                 continue;
             };
+            let up_members = record.members.iter().filter(|id| up(id)).count();
+            if up_members <= record.members.len() / 2 {
+                continue;
+            }
             let Some(&replacement) = planned.choose(1, &record.members).first() else {
                 continue;
             };
@@ -612,6 +627,42 @@ mod tests {
         let mut small = cluster(3);
         small.apply(&MetaCommand::RemoveNode { id: 3 }).unwrap();
         assert_eq!(small.plan_repairs(0, 1000), vec![]);
+    }
+
+    // Proves a namespace that lost its majority, or its only replica, is not
+    // repaired: its group could not carry the change out, and the replacement
+    // could never reach the data.
+    #[test]
+    fn a_namespace_without_a_majority_up_is_left_to_wait() {
+        let mut meta = cluster(6);
+        meta.apply(&create("a", vec![1, 2, 3])).unwrap();
+        meta.apply(&MetaCommand::CreateNamespace {
+            name: "solo".into(),
+            nodes: vec![4],
+            replicas: 1,
+            limits: Limits::default(),
+        })
+        .unwrap();
+        for id in [2, 3, 4] {
+            meta.apply(&MetaCommand::SetHealth {
+                id,
+                health: Health::DownSince(0),
+            })
+            .unwrap();
+        }
+        // `a` has 1 of 3 up, `solo` 0 of 1, `default` (1, 2, 3) 1 of 3.
+        assert_eq!(meta.plan_repairs(60_000, 1000), vec![]);
+        meta.apply(&MetaCommand::SetHealth {
+            id: 3,
+            health: Health::Up,
+        })
+        .unwrap();
+        let planned: Vec<(String, NodeId)> = meta
+            .plan_repairs(60_000, 1000)
+            .into_iter()
+            .map(|repair| (repair.namespace, repair.lost))
+            .collect();
+        assert_eq!(planned, [("a".to_string(), 2), ("default".to_string(), 2)]);
     }
 
     // Proves a membership record applies only to the namespace and members it was

@@ -69,10 +69,13 @@ impl TreeApi {
             .cached_meta()
             .await
             .map_err(|error| error_to_status(&error))?;
-        let host = record
-            .members
-            .iter()
-            .find_map(|id| meta.nodes().get(id).map(|n| (*id, n.address.clone())));
+        // An up member (the group's leader, when it answers, redirects further).
+        let host = record.members.iter().find_map(|id| {
+            meta.nodes()
+                .get(id)
+                .filter(|node| node.health == concord_service::meta::Health::Up)
+                .map(|node| (*id, node.address.clone()))
+        });
         Err(error_to_status(&ApiError::NotLeader {
             leader: host.as_ref().map(|(id, _)| *id),
             address: host.map(|(_, address)| address),

@@ -299,6 +299,7 @@ impl Cluster {
     /// view would drop a live namespace's data and found it again empty.
     pub async fn reconcile(&self) -> Result<(), ApiError> {
         let _one_at_a_time = self.reconciling.lock().await;
+        self.route_meta().await;
         let meta = self.meta().await?;
         let me = self.node.node_id();
         let hosted = self.node.groups();
@@ -346,6 +347,12 @@ impl Cluster {
             .iter()
             .filter_map(|id| meta.nodes().get(id).map(|node| (*id, node.address.clone())))
             .collect();
+        // Every founder must found with the same voters: never with a list missing
+        // a member `meta` no longer knows the address of.
+        if members.len() != record.members.len() {
+            tracing::warn!(namespace = %name, group = record.group, "not founding: a member is no longer in meta");
+            return;
+        }
         let spec = namespace_spec(record.limits, self.table_limits());
         match self
             .node
@@ -409,11 +416,25 @@ impl Cluster {
     /// group's leader no longer counts this node (so the group never loses a voter
     /// it still needs to a hasty drop).
     async fn drop_if_removed(&self, group: GroupId, record: &NamespaceRecord) {
+        // Leading a group it no longer belongs to, it hands the lead to a member
+        // `meta` lists (whose leader then removes this node).
+        if let Ok(status) = self.node.status(group).await {
+            if status.role == Role::Leader {
+                let heir = status.members.iter().find(|member| {
+                    member.role == MemberRole::Voter && record.members.contains(&member.id)
+                });
+                if let Some(heir) = heir {
+                    if let Err(error) = self.node.transfer_leader(group, heir.id).await {
+                        tracing::info!(group, %error, "handing the lead to a listed member: not yet");
+                    }
+                }
+                return;
+            }
+        }
         let Ok(client) = self.client().await else {
             return;
         };
-        let meta = self.cached_meta().await.ok();
-        if let Some(meta) = meta {
+        if let Ok(meta) = self.cached_meta().await {
             let hosts = record
                 .members
                 .iter()
@@ -421,11 +442,10 @@ impl Cluster {
                 .collect();
             client.raft().set_route(group, hosts);
         }
-        match client.raft().status(group).await {
-            Ok(status)
-                if status.leader.is_some()
-                    && !status.members.iter().any(|m| m.id == self.node.node_id()) =>
-            {
+        // Only the leader's word counts: a member still catching up (an empty
+        // joiner) knows a leader before it knows the configuration.
+        match client.raft().leader_status(group).await {
+            Ok(status) if !status.members.iter().any(|m| m.id == self.node.node_id()) => {
                 self.drop_group(group, "moved to another node").await
             }
             _ => {}
@@ -549,6 +569,10 @@ impl Cluster {
             let Some(record) = meta.namespaces().get(&repair.namespace) else {
                 continue;
             };
+            if !self.carried_out(meta, record).await {
+                tracing::info!(namespace = %repair.namespace, group = repair.group, "a replica is lost but the last change is not carried out yet");
+                continue;
+            }
             let members = record
                 .members
                 .iter()
@@ -571,16 +595,47 @@ impl Cluster {
         }
     }
 
-    /// Proposes `command` to `meta`, logging a refusal (the next round decides again).
-    async fn propose_meta(&self, command: &MetaCommand) {
+    /// Whether `record`'s group votes with exactly the members `meta` lists (its
+    /// last change carried out), as its leader says.
+    async fn carried_out(&self, meta: &Meta, record: &NamespaceRecord) -> bool {
         let Ok(client) = self.client().await else {
-            return;
+            return false;
         };
-        match client
-            .raft()
-            .propose(META_GROUP, concord_service::command::encode(command))
-            .await
-        {
+        let hosts = record
+            .members
+            .iter()
+            .filter_map(|id| meta.nodes().get(id).map(|node| node.address.clone()))
+            .collect();
+        client.raft().set_route(record.group, hosts);
+        let Ok(status) = client.raft().leader_status(record.group).await else {
+            return false;
+        };
+        let mut voters: Vec<u64> = status
+            .members
+            .iter()
+            .filter(|member| member.role == MemberRole::Voter)
+            .map(|member| member.id)
+            .collect();
+        voters.sort_unstable();
+        let mut listed = record.members.clone();
+        listed.sort_unstable();
+        voters == listed && status.members.len() == listed.len()
+    }
+
+    /// Proposes `command` to `meta`, logging a refusal (the next round decides
+    /// again). A node hosting `meta` proposes through its own replica (forwarded to
+    /// the leader, wherever it is now); others through the client.
+    async fn propose_meta(&self, command: &MetaCommand) {
+        let data = concord_service::command::encode(command);
+        let answer = if self.hosts_meta() {
+            self.node.propose(META_GROUP, data).await
+        } else {
+            match self.client().await {
+                Ok(client) => client.raft().propose(META_GROUP, data).await,
+                Err(error) => Err(error),
+            }
+        };
+        match answer {
             Ok(answer) => {
                 let result: Result<Result<Option<NamespaceRecord>, MetaError>, _> =
                     decode(&answer.response);
@@ -589,6 +644,27 @@ impl Cluster {
                 }
             }
             Err(error) => tracing::info!(%error, ?command, "proposing to meta failed"),
+        }
+    }
+
+    /// Points the client's `meta` calls at `meta`'s members as this node's replica
+    /// knows them, so they never stay on a node that left (the join address).
+    async fn route_meta(&self) {
+        if !self.hosts_meta() {
+            return;
+        }
+        let (Some(client), Ok(status)) = (self.client.get(), self.node.status(META_GROUP).await)
+        else {
+            return;
+        };
+        let hosts: Vec<String> = status
+            .members
+            .into_iter()
+            .map(|member| member.address)
+            .filter(|address| !address.is_empty())
+            .collect();
+        if !hosts.is_empty() {
+            client.raft().set_route(META_GROUP, hosts);
         }
     }
 

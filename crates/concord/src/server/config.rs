@@ -191,6 +191,13 @@ impl ServerConfig {
                     founder.name
                 ));
             }
+            if founder.address.ends_with(":0") && self.initial_cluster.len() > 1 {
+                return Err(format!(
+                    "initial_cluster: {:?} has port 0; founders must know each other's \
+                     addresses (port 0 is for a cluster founded by one node, which others join)",
+                    founder.name
+                ));
+            }
             if founder.address.is_empty() || !founder.address.contains(':') {
                 return Err(format!(
                     "initial_cluster: {:?} needs an address host:port",
@@ -276,6 +283,12 @@ mod tests {
         config.initial_cluster = vec![Founder::parse("n1=1@a:1").unwrap()];
         config.join = "b:2".into();
         assert!(config.validate().unwrap_err().contains("both set"));
+        let mut config = base();
+        config.initial_cluster = vec![
+            Founder::parse("n1=1@a:0").unwrap(),
+            Founder::parse("n2=2@b:1").unwrap(),
+        ];
+        assert!(config.validate().unwrap_err().contains("port 0"));
         let mut config = base();
         config.name = "Bad Name".into();
         assert!(config.validate().unwrap_err().starts_with("name:"));

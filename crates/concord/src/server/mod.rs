@@ -86,9 +86,16 @@ pub async fn run(args: &ServerArgs, out: &mut dyn Write) -> Result<(), Error> {
     )?;
     // The first round now, so `ready` means the namespaces placed here are up, when
     // `meta` answers soon (after a full stop it waits for a majority of its nodes).
-    match tokio::time::timeout(FIRST_RECONCILE_WAIT, cluster.reconcile()).await {
-        Ok(Ok(())) => {}
-        Ok(Err(error)) => tracing::info!(%error, "first reconcile: meta not readable yet"),
+    // A task of its own: waiting less than it takes never cuts a round (a group
+    // half founded) short.
+    let first = tokio::spawn({
+        let cluster = cluster.clone();
+        async move { cluster.reconcile().await }
+    });
+    match tokio::time::timeout(FIRST_RECONCILE_WAIT, first).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(error))) => tracing::info!(%error, "first reconcile: meta not readable yet"),
+        Ok(Err(error)) => tracing::warn!(%error, "first reconcile failed"),
         Err(_) => tracing::info!("first reconcile: meta did not answer yet; carrying on"),
     }
     let reconciler = tokio::spawn(cluster.clone().run_reconciler());

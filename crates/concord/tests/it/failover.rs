@@ -182,7 +182,12 @@ async fn killing_a_namespace_leader_keeps_every_acknowledged_write_once() {
         .address
         .clone();
     let watcher = concord_client::RaftClient::connect(survivor).await.unwrap();
+    let election_deadline = Instant::now() + Duration::from_secs(30);
     let elected_at = loop {
+        assert!(
+            Instant::now() < election_deadline,
+            "no new leader within 30 s of the kill"
+        );
         if let Ok(status) = watcher.status(namespace.group).await {
             if status.leader.is_some_and(|member| member.id != leader) {
                 break recorder.now();

@@ -199,3 +199,59 @@ async fn a_lost_replica_is_replaced_and_the_namespace_keeps_its_data() {
         "node 2 holds the data again"
     );
 }
+
+// The founder the others joined through (the first meta leader) dies: the new meta
+// leader records it down and replaces its replicas; namespaces are still created
+// through the survivors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_the_founder_and_meta_leader_is_repaired_too() {
+    let mut cluster = Cluster::start_with(4, CONFIG);
+    let client = cluster.client().await;
+    let created = client
+        .create_namespace("f", vec![1, 2, 3], 3, Limits::default())
+        .await
+        .unwrap();
+    client
+        .put("f", "/kept", Bytes::from_static(b"yes"))
+        .await
+        .unwrap();
+    cluster.servers[0].kill();
+    eventually(
+        Duration::from_secs(30),
+        "node 1 is replaced by node 4",
+        || {
+            let client = client.clone();
+            async move {
+                let mut voters: Vec<u64> = client
+                    .raft()
+                    .members(created.group)
+                    .await
+                    .ok()?
+                    .into_iter()
+                    .map(|member| member.id)
+                    .collect();
+                voters.sort_unstable();
+                (voters == [2, 3, 4]).then_some(())
+            }
+        },
+    )
+    .await;
+    let (value, _) = client.get("f", "/kept").await.unwrap();
+    assert_eq!(value, NodeValue::Blob(Bytes::from_static(b"yes")));
+    // Admin through a survivor's typed API works without node 1.
+    let mut namespaces = concord_proto::service::namespaces_client::NamespacesClient::connect(
+        format!("http://{}", cluster.servers[1].address),
+    )
+    .await
+    .unwrap();
+    let made = namespaces
+        .create(concord_proto::service::CreateNamespaceRequest {
+            name: "later".into(),
+            nodes: vec![],
+            limits: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(made.namespace.unwrap().members.len(), 3);
+}
