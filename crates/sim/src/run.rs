@@ -14,7 +14,9 @@
 //!    up is judged by progress: the phase fails ([`CheckerKind::Liveness`]) when no
 //!    lagging voter receives, stores or applies anything for
 //!    [`LIVENESS_ELECTION_TIMEOUTS`] election timeouts, or when the whole phase passes
-//!    [`LIVENESS_ELECTION_TIMEOUTS_MAX`] election timeouts.
+//!    [`LIVENESS_ELECTION_TIMEOUTS_MAX`] election timeouts (up to
+//!    [`LIVENESS_SNAPSHOT_EXTENSION`] times that while a voter keeps receiving a
+//!    snapshot: a namespace's snapshot, history included, at 7 bytes a round trip).
 //! 3. **Drain**: no new client operations; those in flight get up to the client
 //!    timeout to finish.
 //! 4. **Final checks**: every durable log against the log-matching table, every leader
@@ -51,6 +53,11 @@ pub const LIVENESS_ELECTION_TIMEOUTS: u64 = 50;
 /// The longest the liveness phase may take, in election timeouts, however steadily its
 /// lagging voters catch up.
 pub const LIVENESS_ELECTION_TIMEOUTS_MAX: u64 = 1000;
+
+/// How far past [`LIVENESS_ELECTION_TIMEOUTS_MAX`] the phase may run while a lagging
+/// voter keeps receiving snapshot bytes (a large snapshot, such as a namespace with
+/// its history, at a few bytes a round trip), as a multiple of it.
+pub const LIVENESS_SNAPSHOT_EXTENSION: u64 = 10;
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -367,6 +374,8 @@ struct LivenessProbe {
     /// per leader, whose last index only moves up while it leads.
     backlog: (NodeId, CatchUp),
     progress_at: u64,
+    /// When a lagging voter last received more of a snapshot.
+    snapshot_progress_at: Option<u64>,
     done: bool,
 }
 
@@ -416,6 +425,7 @@ fn run_to_end(
             catch_up: (0, CatchUp::default()),
             backlog: (0, CatchUp::default()),
             progress_at: start,
+            snapshot_progress_at: None,
             done: false,
         })
         .collect();
@@ -478,6 +488,9 @@ fn run_to_end(
                     probe.progress_at = cluster.ticks();
                 } else if probe.catch_up.1.advanced(cluster, group, position.index) {
                     probe.progress_at = cluster.ticks();
+                    if probe.catch_up.1.by_snapshot {
+                        probe.snapshot_progress_at = Some(cluster.ticks());
+                    }
                 }
             }
         }
@@ -486,7 +499,14 @@ fn run_to_end(
         }
         for probe in probes.iter().filter(|probe| !probe.done) {
             let stalled = cluster.ticks() - probe.progress_at >= bound_ticks;
-            let too_long = cluster.ticks() - start >= cap_ticks;
+            // Past the cap, a snapshot still arriving steadily may finish (up to the
+            // extension); anything else ends the phase.
+            let receiving_snapshot = probe
+                .snapshot_progress_at
+                .is_some_and(|at| cluster.ticks() - at < bound_ticks);
+            let elapsed = cluster.ticks() - start;
+            let too_long = (elapsed >= cap_ticks && !receiving_snapshot)
+                || elapsed >= cap_ticks * LIVENESS_SNAPSHOT_EXTENSION;
             if !stalled && !too_long {
                 continue;
             }
@@ -554,6 +574,8 @@ struct CatchUp {
     /// Per voter: its best (entries stored and applied up to the write, bytes of the
     /// snapshot being received at that level); `None` once it applied the write.
     best: BTreeMap<NodeId, Option<(u64, u64)>>,
+    /// The last progress seen was only more snapshot bytes at the same level.
+    by_snapshot: bool,
 }
 
 impl CatchUp {
@@ -564,6 +586,7 @@ impl CatchUp {
     fn advanced(&mut self, cluster: &Cluster, group: GroupId, index: u64) -> bool {
         let (_, conf) = cluster.latest_conf_state_in(group);
         let mut advanced = false;
+        let mut by_level = false;
         for &id in conf.voters.iter().chain(&conf.voters_outgoing) {
             let Some(view) = cluster.view_in(group, id) else {
                 continue;
@@ -585,8 +608,12 @@ impl CatchUp {
                 Some(best) => {
                     let better = match (best, now) {
                         (None, _) => false,
-                        (Some(_), None) => true,
+                        (Some(_), None) => {
+                            by_level = true;
+                            true
+                        }
                         (Some((level, bytes)), Some((now_level, now_bytes))) => {
+                            by_level |= now_level > level;
                             now_level > level || (now_level == level && now_bytes > bytes)
                         }
                     };
@@ -597,6 +624,7 @@ impl CatchUp {
                 }
             }
         }
+        self.by_snapshot = advanced && !by_level;
         advanced
     }
 }

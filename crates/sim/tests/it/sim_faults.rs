@@ -234,3 +234,21 @@ fn refused_write_with_catch_up_passes_liveness() {
         report.failure.as_ref().unwrap()
     );
 }
+
+// A fresh tree sweep (52773238881..+3000) failed six seeds the same way: a voter
+// receiving a namespace's snapshot (38 KB, its history included) in 7-byte chunks
+// was three quarters through, steadily, when the fixed cap of 1000 election timeouts
+// ended the phase. While a voter keeps receiving snapshot bytes the phase may now run
+// up to ten times the cap; it still fails a stalled voter
+// (`isolated_voter_is_caught_by_liveness`) and a run past the extension.
+#[test]
+fn a_large_snapshot_in_small_chunks_passes_liveness() {
+    let mut options = RunOptions::new(52773240322);
+    options.machine = concord_sim::cluster::Machine::Tree;
+    let report = run(&options);
+    assert!(
+        report.passed(),
+        "seed 52773240322: {}",
+        report.failure.as_ref().unwrap()
+    );
+}
