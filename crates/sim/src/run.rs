@@ -617,9 +617,18 @@ impl CatchUp {
                             now_level > level || (now_level == level && now_bytes > bytes)
                         }
                     };
+                    // A snapshot transfer started over (a new leader sends it again
+                    // from byte 0): its bytes are measured from the new start.
+                    let restarted = matches!(
+                        (best, now),
+                        (Some((level, bytes)), Some((now_level, now_bytes)))
+                            if now_level == level && now_bytes < bytes
+                    );
                     if better {
                         self.best.insert(id, now);
                         advanced = true;
+                    } else if restarted {
+                        self.best.insert(id, now);
                     }
                 }
             }

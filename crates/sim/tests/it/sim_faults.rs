@@ -252,3 +252,19 @@ fn a_large_snapshot_in_small_chunks_passes_liveness() {
         report.failure.as_ref().unwrap()
     );
 }
+
+// The fresh tree sweep 80662258200..+3000 failed seed 80662259026: a new leader sent
+// a voter the snapshot again from byte 0, and the voter's best, still counted from
+// the earlier, further transfer, hid the new one's steady progress for 50 election
+// timeouts. A transfer that starts over is now measured from its new start.
+#[test]
+fn a_snapshot_sent_again_from_the_start_is_progress() {
+    let mut options = RunOptions::new(80662259026);
+    options.machine = concord_sim::cluster::Machine::Tree;
+    let report = run(&options);
+    assert!(
+        report.passed(),
+        "seed 80662259026: {}",
+        report.failure.as_ref().unwrap()
+    );
+}
