@@ -130,7 +130,29 @@ impl ServiceClient {
     }
 
     /// Deletes namespace `name` and everything in it (`meta` cannot be deleted).
+    /// The namespace is sealed through its own log first, so a client still routing
+    /// to it afterwards is refused ([`ServiceError::NamespaceDeleted`]), never
+    /// acknowledged by a group about to be dropped; then `meta` forgets it.
     pub async fn delete_namespace(&self, name: &str) -> Result<(), Error> {
+        if name == META {
+            return Err(Error::Meta(MetaError::Meta));
+        }
+        let meta = self.refresh().await?;
+        let record = meta
+            .namespaces()
+            .get(name)
+            .ok_or_else(|| Error::Meta(MetaError::NoSuchNamespace(name.to_string())))?;
+        let sealed = self
+            .raft
+            .propose(record.group, encode(&Command::Seal))
+            .await?;
+        let sealed: Result<TxnResponse, ServiceError> =
+            decode(&sealed.response).map_err(malformed)?;
+        match sealed {
+            // Sealed now, or by an earlier attempt of this delete.
+            Ok(_) | Err(ServiceError::NamespaceDeleted) => {}
+            Err(error) => return Err(error.into()),
+        }
         self.meta_command(&MetaCommand::DeleteNamespace {
             name: name.to_string(),
         })

@@ -554,6 +554,7 @@ pub fn error_to_proto(error: &ServiceError) -> proto::ServiceError {
             }))
         }
         ServiceError::InvalidRequest(why) => K::InvalidRequest(why.clone()),
+        ServiceError::NamespaceDeleted => K::NamespaceDeleted(proto::Empty {}),
     };
     proto::ServiceError {
         message: error.to_string(),
@@ -615,6 +616,7 @@ pub fn error_from_proto(error: proto::ServiceError) -> Result<ServiceError, Serv
             )?)?),
         },
         K::InvalidRequest(why) => ServiceError::InvalidRequest(why),
+        K::NamespaceDeleted(_) => ServiceError::NamespaceDeleted,
     })
 }
 
@@ -999,6 +1001,7 @@ mod tests {
                 }),
             },
             ServiceError::InvalidRequest("bad".into()),
+            ServiceError::NamespaceDeleted,
         ]
         .into_iter()
         .chain(

@@ -18,6 +18,12 @@ pub const FORMAT_VERSION: u8 = 1;
 pub enum Command {
     /// A transaction.
     Txn(Txn),
+    /// Seals the namespace before it is deleted: every later command and query is
+    /// answered [`crate::ServiceError::NamespaceDeleted`], so no write can be
+    /// acknowledged by a namespace after its deletion (a client that still routes to
+    /// it is refused until its replicas are dropped). Answers an empty
+    /// transaction's response.
+    Seal,
 }
 
 /// Guards, then the `then` operations if every guard holds, else the `otherwise`

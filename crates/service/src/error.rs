@@ -124,4 +124,7 @@ pub enum ServiceError {
     /// list page of 0, another format version, ...).
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// The namespace is being deleted (sealed): it takes no more requests.
+    #[error("the namespace is deleted")]
+    NamespaceDeleted,
 }

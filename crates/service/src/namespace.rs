@@ -20,6 +20,8 @@ use crate::tree::Tree;
 pub struct Namespace {
     tree: Tree,
     table: ClientTable,
+    /// Sealed for deletion ([`Command::Seal`]).
+    sealed: bool,
 }
 
 impl Namespace {
@@ -28,6 +30,7 @@ impl Namespace {
         Namespace {
             tree: Tree::new(limits),
             table: ClientTable::new(table_limits),
+            sealed: false,
         }
     }
 
@@ -48,8 +51,16 @@ impl Namespace {
     ) -> Result<TxnResponse, ServiceError> {
         let limits = self.tree.limits();
         Limit::RequestBytes.check(u64::from(limits.request_bytes_max), command.len() as u64)?;
-        let Command::Txn(txn) = decode(command)?;
-        let (succeeded, results) = self.tree.apply(&txn)?;
+        if self.sealed {
+            return Err(ServiceError::NamespaceDeleted);
+        }
+        let (succeeded, results) = match decode(command)? {
+            Command::Txn(txn) => self.tree.apply(&txn)?,
+            Command::Seal => {
+                self.sealed = true;
+                (true, Vec::new())
+            }
+        };
         Ok(TxnResponse {
             index: context.index(),
             term: context.term(),
@@ -71,22 +82,38 @@ impl StateMachine for Namespace {
     }
 
     fn query(&self, query: Bytes) -> Result<Bytes, StateMachineError> {
-        let result: Result<QueryResponse, ServiceError> =
-            decode::<Query>(&query).and_then(|query| self.tree.query(&query));
+        let result: Result<QueryResponse, ServiceError> = if self.sealed {
+            Err(ServiceError::NamespaceDeleted)
+        } else {
+            decode::<Query>(&query).and_then(|query| self.tree.query(&query))
+        };
         Ok(encode(&result))
     }
 
     fn snapshot(&self, sink: &mut dyn Write) -> Result<(), StateMachineError> {
         self.table.write_to(sink)?;
+        sink.write_all(&[u8::from(self.sealed)])?;
         self.tree.write_to(sink)
     }
 
     fn restore(&mut self, source: &mut dyn Read) -> Result<(), StateMachineError> {
         let table = ClientTable::read_from(source)
             .map_err(|error| StateMachineError(format!("reading the client table: {error}")))?;
+        let mut sealed = [0u8];
+        source.read_exact(&mut sealed)?;
+        let sealed = match sealed[0] {
+            0 => false,
+            1 => true,
+            other => {
+                return Err(StateMachineError(format!(
+                    "reading the namespace: sealed flag {other}, not 0 or 1"
+                )))
+            }
+        };
         let tree = Tree::read_from(source)?;
         self.table = table;
         self.tree = tree;
+        self.sealed = sealed;
         Ok(())
     }
 

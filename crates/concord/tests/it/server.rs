@@ -191,8 +191,20 @@ async fn namespaces_serve_the_tree_and_survive_a_full_restart() {
         .unwrap();
     assert_eq!(after, listed);
 
-    // Deleting a namespace removes it; its name is then unknown.
+    // Deleting a namespace removes it; its name is then unknown. A client that
+    // still routes to it (it read just before) is refused, never acknowledged by
+    // the group about to be dropped.
+    let stale = cluster.client().await;
+    stale.get("orders", "/a").await.unwrap();
     client.delete_namespace("orders").await.unwrap();
+    let late = stale.put("orders", "/late", Bytes::from_static(b"x")).await;
+    assert!(
+        matches!(
+            late,
+            Err(Error::Service(ServiceError::NamespaceDeleted)) | Err(Error::NoSuchNamespace(_))
+        ),
+        "{late:?}"
+    );
     assert!(matches!(
         client.get("orders", "/a").await,
         Err(Error::NoSuchNamespace(_))

@@ -171,3 +171,50 @@ fn malformed_commands_are_refused_and_change_nothing() {
     let response = answer(&apply(&mut namespace, 11, EntryPayload::Command(good))).unwrap();
     assert_eq!(response.revision, 1);
 }
+
+// Proves a sealed namespace refuses every later command and query (so nothing is
+// acknowledged after its deletion), applies nothing more, and stays sealed through a
+// snapshot.
+#[test]
+fn a_sealed_namespace_refuses_everything_and_stays_sealed() {
+    let mut namespace = Namespace::new(Limits::default(), ClientTableLimits::default());
+    let put = |value: &'static str| {
+        encode(&Command::Txn(Txn::single(Op::BlobPut {
+            path: Path::parse("/a", 100).unwrap(),
+            value: Bytes::from_static(value.as_bytes()),
+        })))
+    };
+    let query = encode(&concord_service::command::Query {
+        revision: None,
+        ops: vec![concord_service::command::ReadOp::Get {
+            path: Path::parse("/a", 100).unwrap(),
+        }],
+    });
+    assert!(answer(&apply(&mut namespace, 1, EntryPayload::Command(put("one")))).is_ok());
+    let sealed = answer(&apply(
+        &mut namespace,
+        2,
+        EntryPayload::Command(encode(&Command::Seal)),
+    ));
+    assert!(sealed.unwrap().succeeded);
+    for round_trips in [1, 2] {
+        let mut namespace = if round_trips == 1 {
+            round_trip(&namespace)
+        } else {
+            round_trip(&round_trip(&namespace))
+        };
+        assert_eq!(
+            answer(&apply(&mut namespace, 3, EntryPayload::Command(put("two")))),
+            Err(ServiceError::NamespaceDeleted)
+        );
+        assert_eq!(namespace.tree().revision(), 1);
+        let read: Result<concord_service::command::QueryResponse, ServiceError> =
+            decode(&namespace.query(query.clone()).unwrap()).unwrap();
+        assert_eq!(read, Err(ServiceError::NamespaceDeleted));
+    }
+    // An unsealed namespace answers the same query.
+    let fresh = Namespace::new(Limits::default(), ClientTableLimits::default());
+    let read: Result<concord_service::command::QueryResponse, ServiceError> =
+        decode(&fresh.query(query).unwrap()).unwrap();
+    assert!(matches!(read, Err(ServiceError::NotFound { .. })));
+}
