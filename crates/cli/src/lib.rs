@@ -185,6 +185,23 @@ pub fn write_all(out: &mut dyn Write, bytes: &[u8]) -> io::Result<()> {
     }
 }
 
+/// A future that completes on SIGTERM or ctrl-c (SIGINT), for a server to stop
+/// gracefully on either. Made before the server starts, so a signal that comes while
+/// it starts is not lost. Needs a tokio runtime with signals enabled.
+pub fn stop_signal() -> io::Result<impl std::future::Future<Output = ()>> {
+    #[cfg(unix)]
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    Ok(async move {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = terminate.recv() => tracing::info!("SIGTERM"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("interrupted"),
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

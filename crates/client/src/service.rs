@@ -12,7 +12,7 @@ use concord_service::command::{
     decode, encode, Command, OpResult, Query, QueryResponse, ReadOp, ReadResult, Txn, TxnResponse,
 };
 use concord_service::meta::{
-    Meta, MetaCommand, MetaError, NamespaceRecord, NodeRecord, DEFAULT_NAMESPACE, META, META_GROUP,
+    Meta, MetaCommand, MetaError, NamespaceRecord, NodeRecord, META, META_GROUP,
 };
 use concord_service::{Limits, NodeValue, Path, ServiceError, Stat};
 use concord_types::sync::lock;
@@ -250,23 +250,11 @@ impl ServiceClient {
     /// docs). A refusal (`Error::Service`) changed nothing.
     pub async fn txn(&self, namespace: &str, txn: Txn) -> Result<TxnResponse, Error> {
         let command = encode(&Command::Txn(txn));
-        let mut refreshed = false;
-        loop {
-            let group = self.group(namespace).await?;
-            match self.raft.propose(group, command.clone()).await {
-                Ok(answer) => {
-                    let result: Result<TxnResponse, ServiceError> =
-                        decode(&answer.response).map_err(malformed)?;
-                    return Ok(result?);
-                }
-                // The namespace moved or was deleted and made again: ask `meta`.
-                Err(ApiError::GroupNotFound { .. }) if !refreshed => {
-                    refreshed = true;
-                    lock(&self.groups).remove(namespace);
-                }
-                Err(error) => return Err(error.into()),
-            }
-        }
+        self.on_group(namespace, |group| {
+            let command = command.clone();
+            async move { Ok(self.raft.propose(group, command).await?.response) }
+        })
+        .await
     }
 
     /// Runs `query` in `namespace`: linearizable, or from the contacted node's state
@@ -277,14 +265,29 @@ impl ServiceClient {
         query: Query,
         mode: ReadMode,
     ) -> Result<QueryResponse, Error> {
-        let bytes = encode(&query);
+        let query = encode(&query);
+        self.on_group(namespace, |group| {
+            let query = query.clone();
+            async move { Ok(self.raft.read(group, query, mode).await?.response) }
+        })
+        .await
+    }
+
+    /// Runs `call` on `namespace`'s group and decodes the service's answer. A group
+    /// not found (the namespace was deleted and made again, or moved) has `meta`
+    /// asked once more.
+    async fn on_group<T, F, Fut>(&self, namespace: &str, mut call: F) -> Result<T, Error>
+    where
+        T: serde::de::DeserializeOwned,
+        F: FnMut(GroupId) -> Fut,
+        Fut: std::future::Future<Output = Result<Bytes, ApiError>>,
+    {
         let mut refreshed = false;
         loop {
             let group = self.group(namespace).await?;
-            match self.raft.read(group, bytes.clone(), mode).await {
+            match call(group).await {
                 Ok(answer) => {
-                    let result: Result<QueryResponse, ServiceError> =
-                        decode(&answer.response).map_err(malformed)?;
+                    let result: Result<T, ServiceError> = decode(&answer).map_err(malformed)?;
                     return Ok(result?);
                 }
                 Err(ApiError::GroupNotFound { .. }) if !refreshed => {
@@ -338,11 +341,6 @@ impl ServiceClient {
             Some(ReadResult::Node { value, stat }) => Ok((value, stat)),
             other => Err(unexpected("a get", &other)),
         }
-    }
-
-    /// The namespace every cluster has.
-    pub fn default_namespace() -> &'static str {
-        DEFAULT_NAMESPACE
     }
 }
 

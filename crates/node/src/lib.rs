@@ -7,6 +7,7 @@ pub mod data_dir;
 pub mod metrics;
 mod node;
 mod raft_loop;
+mod retry;
 pub mod service;
 pub mod storage;
 pub mod transport;
@@ -28,6 +29,7 @@ pub use node::{
     FaultHooks, GroupHandle, MakeServices, Node, NodeBuilder, NodeError, NodeHandle,
     TransportMaker, TypedGroup, DEFAULT_GROUP,
 };
+pub use retry::retry_until;
 pub use storage::StorageBackend;
 
 pub(crate) use concord_types::sync::lock;

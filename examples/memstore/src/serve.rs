@@ -1,11 +1,10 @@
 //! `memstore serve`: one node of the cluster, from start to graceful stop.
 
-use std::future::Future;
 use std::io::Write;
 use std::time::Duration;
 
 use concord_node::{
-    ApiError, FaultHooks, GroupSpec, Node, NodeConfig, NodeError, NodeHandle, Typed, DEFAULT_GROUP,
+    FaultHooks, GroupSpec, Node, NodeConfig, NodeError, NodeHandle, Typed, DEFAULT_GROUP,
 };
 use tokio::time::Instant;
 
@@ -21,10 +20,6 @@ pub const ENV_PREFIX: &str = "MEMSTORE";
 /// The kind of memstore's group (kept in its snapshots).
 pub const KIND: &str = "memstore";
 
-/// Pause between attempts to be admitted while the peer cannot say yes yet (no leader,
-/// another membership change under way, not up yet).
-const JOIN_RETRY_PAUSE: Duration = Duration::from_millis(200);
-
 /// How the node became a member this time.
 enum Membership {
     Bootstrapped,
@@ -37,7 +32,9 @@ enum Membership {
 pub async fn serve(args: ServeArgs, out: &mut dyn Write) -> Result<(), Error> {
     // Handle the signals from now on, so one that comes while the node starts or joins
     // stops it gracefully too.
-    let mut stop = Box::pin(stop_signal()?);
+    let mut stop = Box::pin(
+        concord_cli::stop_signal().map_err(|error| Error::failure("handling SIGTERM", error))?,
+    );
     let config = node_config(&args)?;
     let id = config.node_id;
     let data_dir = config.data_dir.display().to_string();
@@ -150,101 +147,11 @@ async fn become_member(node: &NodeHandle, args: &ServeArgs) -> Result<Membership
     };
     let what = format!("joining the cluster through {peer}");
     let deadline = Instant::now() + Duration::from_millis(node.config().admin_timeout_ms);
-    let ticket = retry_until(deadline, || node.request_join(peer, DEFAULT_GROUP))
+    let ticket = concord_node::retry_until(deadline, || node.request_join(peer, DEFAULT_GROUP))
         .await
         .map_err(|error| Error::failure(what.clone(), error))?;
     node.join(ticket)
         .await
         .map_err(|error| Error::failure(what, error))?;
     Ok(Membership::Joined(peer.clone()))
-}
-
-/// Calls `attempt` until it succeeds, fails for good, or `deadline` passes. Retries
-/// the answers that mean "not yet": no leader, busy, dropped, unreachable, and a peer
-/// that is up but has not founded the group yet.
-pub async fn retry_until<T, F, Fut>(deadline: Instant, mut attempt: F) -> Result<T, ApiError>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, ApiError>>,
-{
-    loop {
-        match attempt().await {
-            Err(error)
-                if (error.is_retryable()
-                    || matches!(
-                        error,
-                        ApiError::Unavailable(_) | ApiError::GroupNotFound { .. }
-                    ))
-                    && Instant::now() + JOIN_RETRY_PAUSE < deadline =>
-            {
-                tracing::debug!(%error, "not yet; retrying");
-                tokio::time::sleep(JOIN_RETRY_PAUSE).await;
-            }
-            other => return other,
-        }
-    }
-}
-
-/// Completes on SIGTERM or ctrl-c (SIGINT).
-fn stop_signal() -> Result<impl Future<Output = ()>, Error> {
-    #[cfg(unix)]
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|error| Error::failure("handling SIGTERM", error))?;
-    Ok(async move {
-        #[cfg(unix)]
-        tokio::select! {
-            _ = terminate.recv() => tracing::info!("SIGTERM"),
-            _ = tokio::signal::ctrl_c() => tracing::info!("interrupted"),
-        }
-        #[cfg(not(unix))]
-        let _ = tokio::signal::ctrl_c().await;
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use std::cell::Cell;
-    use std::time::Duration;
-
-    use super::*;
-
-    // A founder that is up but has not bootstrapped yet answers GroupNotFound: a join
-    // waits for it like for an unreachable peer, and gives up at the deadline; an
-    // error that will not change (an invalid request) ends the wait at once.
-    #[tokio::test]
-    async fn joining_waits_for_a_founder_that_has_not_bootstrapped() {
-        let attempts = Cell::new(0);
-        let joined = retry_until(Instant::now() + Duration::from_secs(10), || {
-            attempts.set(attempts.get() + 1);
-            let answer = match attempts.get() {
-                1 => Err(ApiError::Unavailable("connection refused".into())),
-                2 | 3 => Err(ApiError::GroupNotFound {
-                    group: DEFAULT_GROUP,
-                }),
-                _ => Ok("joined"),
-            };
-            async move { answer }
-        })
-        .await;
-        assert_eq!(joined, Ok("joined"));
-        assert_eq!(attempts.get(), 4);
-
-        let attempts = Cell::new(0);
-        let refused: Result<(), ApiError> =
-            retry_until(Instant::now() + Duration::from_secs(10), || {
-                attempts.set(attempts.get() + 1);
-                async { Err(ApiError::InvalidRequest("no".into())) }
-            })
-            .await;
-        assert!(matches!(refused, Err(ApiError::InvalidRequest(_))));
-        assert_eq!(attempts.get(), 1);
-
-        let gave_up: Result<(), ApiError> = retry_until(Instant::now(), || async {
-            Err(ApiError::GroupNotFound {
-                group: DEFAULT_GROUP,
-            })
-        })
-        .await;
-        assert!(matches!(gave_up, Err(ApiError::GroupNotFound { .. })));
-    }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use concord_client::service::ServiceClient;
 use concord_client::{ClientConfig, RaftClient};
-use concord_node::{ApiError, ClientTableLimits, GroupId, MemberRole, NodeHandle};
+use concord_node::{retry_until, ApiError, ClientTableLimits, GroupId, MemberRole, NodeHandle};
 use concord_service::command::decode;
 use concord_service::factory::{meta_spec, namespace_spec};
 use concord_service::meta::{
@@ -20,9 +20,6 @@ use concord_types::Role;
 use tokio::time::Instant;
 
 use super::config::{ServerConfig, META_VOTERS_MAX};
-
-/// Pause between attempts while a peer cannot say yes yet.
-const RETRY_PAUSE: Duration = Duration::from_millis(200);
 
 /// How the node became a member this time.
 #[derive(Debug, PartialEq, Eq)]
@@ -682,31 +679,4 @@ fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |since| since.as_millis() as u64)
-}
-
-/// Calls `attempt` until it succeeds, fails for good, or `deadline` passes. Retries
-/// the answers that mean "not yet": no leader, busy, unreachable, not founded yet.
-pub async fn retry_until<T, F, Fut>(deadline: Instant, mut attempt: F) -> Result<T, ApiError>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, ApiError>>,
-{
-    loop {
-        match attempt().await {
-            Err(error)
-                if (error.is_retryable()
-                    || matches!(
-                        error,
-                        ApiError::Unavailable(_)
-                            | ApiError::GroupNotFound { .. }
-                            | ApiError::Timeout
-                    ))
-                    && Instant::now() + RETRY_PAUSE < deadline =>
-            {
-                tracing::debug!(%error, "not yet; retrying");
-                tokio::time::sleep(RETRY_PAUSE).await;
-            }
-            other => return other,
-        }
-    }
 }

@@ -7,7 +7,6 @@ pub mod api;
 pub mod cluster;
 pub mod config;
 
-use std::future::Future;
 use std::io::Write;
 use std::sync::{Arc, OnceLock};
 
@@ -26,7 +25,9 @@ const FIRST_RECONCILE_WAIT: std::time::Duration = std::time::Duration::from_secs
 /// directory stays, so the same command resumes). Prints `listening ADDRESS`,
 /// `metrics ADDRESS`, how it became a member, then `ready`.
 pub async fn run(args: &ServerArgs, out: &mut dyn Write) -> Result<(), Error> {
-    let mut stop = Box::pin(stop_signal()?);
+    let mut stop = Box::pin(
+        concord_cli::stop_signal().map_err(|error| Error::failure("handling SIGTERM", error))?,
+    );
     let config = server_config(args)?;
     let id = config.node.node_id;
     let data_dir = config.node.data_dir.display().to_string();
@@ -154,20 +155,4 @@ fn emit(out: &mut dyn Write, line: &str) -> Result<(), Error> {
     writeln!(out, "{line}")
         .and_then(|()| out.flush())
         .map_err(|error| Error::failure("writing to stdout", error))
-}
-
-/// Completes on SIGTERM or ctrl-c (SIGINT).
-fn stop_signal() -> Result<impl Future<Output = ()>, Error> {
-    #[cfg(unix)]
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|error| Error::failure("handling SIGTERM", error))?;
-    Ok(async move {
-        #[cfg(unix)]
-        tokio::select! {
-            _ = terminate.recv() => tracing::info!("SIGTERM"),
-            _ = tokio::signal::ctrl_c() => tracing::info!("interrupted"),
-        }
-        #[cfg(not(unix))]
-        let _ = tokio::signal::ctrl_c().await;
-    })
 }

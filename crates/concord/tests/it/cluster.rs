@@ -137,12 +137,6 @@ impl Server {
         }
     }
 
-    /// The process id, while it runs.
-    #[allow(dead_code)] // The benchmark's.
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
-    }
-
     /// Kills the process with SIGKILL and reaps it.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
